@@ -1,0 +1,147 @@
+"""GPT: a decoder-only transformer language model.
+
+The default is GPT-2 (Radford et al., 2019): learned positions, pre-norm LayerNorm, tanh-GELU MLP,
+tied input/output embeddings. The LLaMA/Mistral family (Touvron et al., 2023; Jiang et al., 2023)
+is the same model configured with RoPE, RMSNorm, a SwiGLU MLP, grouped-query attention, an
+optional sliding window and an untied head. ALiBi and sinusoidal positions are one key away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal, Optional
+
+import torch
+from torch import nn
+
+from zoo.blocks import AttnImpl, DecoderStack, KVCache, LearnedPositions, NormImpl, SinusoidalPositions
+from zoo.blocks.mlp import Activation
+from zoo.blocks.norms import NormKind
+
+Position = Literal["learned", "sinusoidal", "rope", "alibi", "none"]
+
+
+@dataclass
+class GPTConfig:
+    """Every field is a YAML key under the model's `config:`.
+
+    Args:
+        vocab_size: number of token ids (linked from the data module by the CLI).
+        max_seq_len: longest context; sizes the learned/sinusoidal position table.
+        d_model: residual width. n_layer: blocks. n_head: query heads.
+        n_kv_head: key/value heads, fewer than n_head for grouped-query attention (None = n_head).
+        head_dim: per-head width (None = d_model // n_head).
+        d_ff: MLP hidden width (None = 4·d_model).
+        activation: MLP activation; with gated_mlp=True, silu is SwiGLU and gelu is GEGLU.
+        gated_mlp: use a gated (GLU) MLP.
+        norm: "layernorm" or "rmsnorm". norm_eps: its epsilon.
+        position: "learned", "sinusoidal", "rope", "alibi" or "none".
+        rope_theta: RoPE base frequency.
+        window: sliding-window size (each token sees the previous `window` tokens); None = full.
+        bias: biases in the attention and MLP projections (GPT-2 yes, LLaMA no).
+        tie_embeddings: share the token embedding with the output head.
+        dropout: residual/embedding/MLP dropout. attn_dropout: dropout on attention weights.
+        attn_impl: attention backend, "eager" | "torch" | "triton".
+        norm_impl: norm backend, "torch" | "triton".
+        init_std: std of the normal initialisation.
+    """
+
+    vocab_size: int = 50257
+    max_seq_len: int = 1024
+    d_model: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None
+    head_dim: Optional[int] = None
+    d_ff: Optional[int] = None
+    activation: Activation = "gelu_tanh"
+    gated_mlp: bool = False
+    norm: NormKind = "layernorm"
+    norm_eps: float = 1e-5
+    position: Position = "learned"
+    rope_theta: float = 10000.0
+    window: Optional[int] = None
+    bias: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+    attn_dropout: float = 0.0
+    attn_impl: AttnImpl = "torch"
+    norm_impl: NormImpl = "torch"
+    init_std: float = 0.02
+
+
+class GPT(nn.Module):
+    """Decoder-only language model: `forward(input_ids, attention_mask=None)` → logits (B, T, V).
+
+    Args:
+        config: the architecture (see `GPTConfig`).
+    """
+
+    family = "gpt"
+
+    def __init__(self, config: GPTConfig = GPTConfig()):
+        super().__init__()
+        self.config = c = config
+        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
+        self.embed_positions = None
+        if c.position == "learned":
+            self.embed_positions = LearnedPositions(c.max_seq_len, c.d_model)
+        elif c.position == "sinusoidal":
+            self.embed_positions = SinusoidalPositions(c.max_seq_len, c.d_model)
+        self.drop = nn.Dropout(c.dropout)
+        relative = c.position if c.position in ("rope", "alibi") else "none"
+        self.decoder = DecoderStack(
+            c.n_layer, relative_position=relative, rope_theta=c.rope_theta,
+            d_model=c.d_model, n_head=c.n_head, n_kv_head=c.n_kv_head, head_dim=c.head_dim,
+            d_ff=c.d_ff or 4 * c.d_model, activation=c.activation, gated_mlp=c.gated_mlp,
+            norm=c.norm, norm_eps=c.norm_eps, prenorm=True, bias=c.bias, window=c.window,
+            dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
+        )
+        self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/√(2·layers)
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, std=c.init_std / (2 * c.n_layer) ** 0.5)
+        if c.tie_embeddings:
+            self.lm_head.weight = self.embed_tokens.weight
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=self.config.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: Optional[torch.Tensor] = None,  # (B, past + T), 1 = real token
+        position_ids: Optional[torch.Tensor] = None,  # (B, T)
+        past_key_values: Optional[KVCache] = None,  # updated in place when given
+    ) -> torch.Tensor:
+        B, T = input_ids.shape
+        past = past_key_values.seq_len if past_key_values is not None else 0
+        if past + T > self.config.max_seq_len and self.config.position in ("learned", "sinusoidal"):
+            raise ValueError(f"sequence of {past + T} tokens exceeds max_seq_len={self.config.max_seq_len}")
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None].expand(B, -1)
+        x = self.embed_tokens(input_ids)  # (B, T, C)
+        if self.embed_positions is not None:
+            x = x + self.embed_positions(position_ids)
+        x = self.drop(x)
+        mask = attention_mask.bool() if attention_mask is not None else None
+        x = self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
+        return self.lm_head(x)  # (B, T, V)
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    def num_parameters(self, non_embedding: bool = True) -> int:
+        """Parameter count; by default without token/position embeddings (the usual scaling measure)."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed_tokens.weight.numel()
+            if isinstance(self.embed_positions, LearnedPositions):
+                n -= self.embed_positions.weight.numel()
+            if not self.config.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
