@@ -1,0 +1,42 @@
+"""Text data: corpus sources, cleaning, split, tokenizers, token caches, packing, DataModules.
+
+The pipeline, one module per stage: ``sources`` (where documents come from) → ``cleaning``
+(normalize, dedup, filter) → ``split`` (deterministic train/val) → ``tokenizer`` (BPE,
+WordPiece, Unigram) → ``cache`` (content-addressed token files) → ``packing`` (next-token
+blocks) → ``text.TextDataModule`` (the Lightning face of it all).
+"""
+
+from zoo.data.cleaning import CleaningReport, clean_documents, normalize_text, split_paragraphs
+from zoo.data.packing import PackedBlocks
+from zoo.data.sources import Document, load_documents, pydoc_documents
+from zoo.data.split import split_documents
+from zoo.data.text import TextDataModule
+from zoo.data.tokenizer import (
+    TokenizerKind,
+    default_special_tokens,
+    eos_token_id,
+    load_tokenizer,
+    pad_token_id,
+    sentinel_tokens,
+    train_tokenizer,
+)
+
+__all__ = [
+    "CleaningReport",
+    "Document",
+    "PackedBlocks",
+    "TextDataModule",
+    "TokenizerKind",
+    "clean_documents",
+    "default_special_tokens",
+    "eos_token_id",
+    "load_documents",
+    "load_tokenizer",
+    "normalize_text",
+    "pad_token_id",
+    "pydoc_documents",
+    "sentinel_tokens",
+    "split_documents",
+    "split_paragraphs",
+    "train_tokenizer",
+]

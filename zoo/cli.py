@@ -1,0 +1,146 @@
+"""The `zoo` command.
+
+    zoo fit|validate|test -c configs/gpt/nano.yaml [-c configs/trainer/cpu.yaml] [--key value ...]
+    zoo generate --model runs/gpt-nano/.../last.ckpt --prompt "The "
+
+`fit`, `validate` and `test` are LightningCLI: every YAML key is a typed `__init__` argument of the
+task, the model, the data module or the Trainer, and `--print_config` shows them all. Other
+commands are plain functions parsed by jsonargparse: their docstrings are their `--help`.
+Input mistakes end with one line, `error: ...`, and exit status 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from typing import Callable, Optional
+
+from zoo.errors import ZooError
+
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def generate(
+    model: str,
+    prompt: str = "The ",
+    max_new_tokens: int = 64,
+    temperature: float = 0.8,
+    top_k: Optional[int] = 50,
+    top_p: Optional[float] = None,
+    seed: int = 0,
+    use_cache: bool = True,
+    device: str = "cpu",
+) -> str:
+    """Continue a prompt with a trained model.
+
+    Args:
+        model: a `.ckpt` file written by `zoo fit`, a Hugging Face checkpoint directory, or a hub name.
+        prompt: the text to continue.
+        max_new_tokens: how many tokens to add.
+        temperature: sampling temperature; 0 decodes greedily.
+        top_k: sample among the k most likely tokens (null for all).
+        top_p: nucleus sampling: the smallest set with this much probability (null for off).
+        seed: random seed, for repeatable samples.
+        use_cache: reuse past keys and values (KV cache); the output is the same, only faster.
+        device: "cpu", "cuda", ...
+    """
+    import torch
+
+    from zoo.checkpoint import load_model
+    from zoo.generation import generate as run
+
+    net, tokenizer = load_model(model)
+    if tokenizer is None:
+        raise ZooError(f"'{model}' carries no tokenizer; save tokenizer.json beside the weights")
+    net = net.to(device)
+    ids = torch.tensor([tokenizer.encode(prompt).ids], device=device)
+    if ids.shape[1] == 0:
+        raise ZooError("the prompt encodes to no tokens; give a non-empty --prompt")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = run(net, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+              use_cache=use_cache, generator=gen)
+    text = tokenizer.decode(out[0].tolist())
+    print(text)
+    return text
+
+
+EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate}
+
+
+def _known_keys() -> list[str]:
+    """Names a config may use, for "did you mean" hints."""
+    import dataclasses
+    import inspect
+
+    import lightning as L
+
+    from zoo.models import FAMILIES
+
+    keys: set[str] = set()
+    for _, cfg in FAMILIES.values():
+        keys |= {f.name for f in dataclasses.fields(cfg)}
+    for obj in (L.Trainer.__init__,):
+        keys |= set(inspect.signature(obj).parameters)
+    import zoo.data as data
+    import zoo.tasks as tasks
+
+    for mod in (tasks, data):
+        for name in getattr(mod, "__all__", []):
+            obj = getattr(mod, name)
+            if inspect.isclass(obj):
+                keys |= set(inspect.signature(obj.__init__).parameters)
+    return sorted(keys - {"self", "args", "kwargs"})
+
+
+def summarize_parse_error(message: str) -> str:
+    """Turn jsonargparse's nested report into one line naming the bad key and a fix."""
+    m = re.search(r"does not accept (?:option|nested key) '([^']+)'", message) or re.search(
+        r"Key '([^']+)' is not expected", message) or re.search(r"unrecognized arguments: (\S+)", message, re.I)
+    if m:
+        bad = m.group(1).lstrip("-").split(".")[-1].split("=")[0]
+        close = difflib.get_close_matches(bad, _known_keys(), n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return f"unknown config key '{bad}': {hint}check its spelling (`zoo fit --print_config` lists every key)"
+    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("- Expected a <class 'NoneType'>", "Given value", "Subtypes", "Errors"))]
+    deepest = useful[-1] if useful else message
+    return f"invalid configuration: {deepest} (run with --help to see the accepted options)"
+
+
+def _run_lightning(argv: Optional[list[str]]) -> None:
+    from zoo.lightning_cli import ZooCLI
+
+    ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from_sys = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        print("\ncommands: " + ", ".join(LIGHTNING_COMMANDS + tuple(EXTRA_COMMANDS)) + "   (zoo COMMAND --help)")
+        return 0
+    try:
+        if argv[0] in EXTRA_COMMANDS:
+            from jsonargparse import CLI
+
+            CLI(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False, parser_mode="yaml",
+                exit_on_error=False, prog=f"zoo {argv[0]}")
+        else:
+            _run_lightning(None if from_sys else argv)
+    except ZooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from jsonargparse import ArgumentError
+
+        if isinstance(err, ArgumentError):
+            print(f"error: {summarize_parse_error(str(err))}", file=sys.stderr)
+            return 2
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Hugging Face interop: `from_hf(path)` turns a Hugging Face checkpoint into the zoo model of the
+same family, with its weights and tokenizer.
+
+`path` is a local directory (config.json plus model.safetensors, a sharded safetensors index, or
+pytorch_model.bin) or a hub name, downloaded through `huggingface_hub` when online. Each family
+registers a converter in `CONVERTERS`, keyed by config.json's `model_type`: a function
+`(hf_config: dict, state_dict) -> nn.Module` built on that family's small name table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from zoo.errors import ZooError
+
+CONVERTERS: dict[str, Callable[[dict, dict], nn.Module]] = {}
+
+
+def register(*model_types: str):
+    """Decorator: register a converter for these config.json `model_type` values."""
+
+    def wrap(fn):
+        for t in model_types:
+            CONVERTERS[t] = fn
+        return fn
+
+    return wrap
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """All weights of a checkpoint directory, from safetensors (single or sharded) or a .bin file."""
+    from safetensors.torch import load_file
+
+    single = directory / "model.safetensors"
+    index = directory / "model.safetensors.index.json"
+    if single.is_file():
+        return load_file(str(single))
+    if index.is_file():
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(load_file(str(directory / shard)))
+        return state
+    binary = directory / "pytorch_model.bin"
+    if binary.is_file():
+        return torch.load(binary, map_location="cpu", weights_only=True)
+    raise ZooError(f"no weights in '{directory}': expected model.safetensors, a safetensors index, or pytorch_model.bin")
+
+
+def load_tokenizer(directory: Path):
+    """The directory's `tokenizer.json` as a `tokenizers.Tokenizer`, or None when there is none."""
+    path = Path(directory) / "tokenizer.json"
+    if not path.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(path))
+
+
+def _download(name: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ZooError(f"'{name}' is not a local directory and huggingface_hub is not installed; "
+                       "pass a local checkpoint directory or `pip install huggingface_hub`") from None
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.model", "pytorch_model.bin"]
+    try:
+        return Path(snapshot_download(name, allow_patterns=patterns))
+    except Exception as err:
+        raise ZooError(f"could not download '{name}' from the Hugging Face hub ({type(err).__name__}); "
+                       "when offline, pass a local checkpoint directory instead") from None
+
+
+def _load_converters() -> None:
+    from zoo.hf import gpt  # noqa: F401  (each module registers its model types)
+
+    for optional in ("bert", "t5", "bart", "clip"):
+        try:
+            __import__(f"zoo.hf.{optional}")
+        except ModuleNotFoundError as err:
+            if err.name != f"zoo.hf.{optional}":
+                raise
+
+
+def from_hf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load a Hugging Face checkpoint as a zoo model, in eval mode; its tokenizer (if any) is
+    attached as `model.tokenizer`."""
+    directory = Path(path)
+    if not directory.exists():
+        looks_local = os.sep in str(path) or str(path).startswith(".")
+        if looks_local:
+            raise ZooError(f"'{path}' does not exist; pass a Hugging Face checkpoint directory")
+        directory = _download(str(path))
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise ZooError(f"'{directory}' has no config.json; it is not a Hugging Face checkpoint directory")
+    hf_config = json.loads(config_file.read_text())
+    _load_converters()
+    model_type = hf_config.get("model_type")
+    if model_type not in CONVERTERS:
+        raise ZooError(f"model_type '{model_type}' is not supported; zoo loads {', '.join(sorted(CONVERTERS))}")
+    model = CONVERTERS[model_type](hf_config, read_state_dict(directory))
+    model.tokenizer = load_tokenizer(directory)
+    return model.to(dtype).eval()
+
+
+def load_mapped(model: nn.Module, state: dict[str, torch.Tensor], mapped: dict[str, torch.Tensor]) -> nn.Module:
+    """Load `mapped` (zoo name → tensor) strictly, naming any missing or unexpected weight."""
+    missing, unexpected = model.load_state_dict(mapped, strict=False)
+    # tied heads are shared parameters: they are filled through the embedding
+    missing = [k for k in missing if not (k == "lm_head.weight" and getattr(model.config, "tie_embeddings", False))]
+    if missing or unexpected:
+        raise ZooError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    return model

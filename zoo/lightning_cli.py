@@ -1,0 +1,58 @@
+"""LightningCLI for zoo: tasks and data modules in subclass mode (chosen by `class_path` in YAML), the
+vocabulary size linked from the data module into the model, and input checks that end in one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from zoo.errors import ZooError
+
+CKPT_ALIASES = ("last", "best", "hpc", "registry")
+
+
+class ZooCLI(LightningCLI):
+    """`zoo fit|validate|test`: tasks from `zoo.tasks`, data from `zoo.data`, the Trainer from YAML."""
+
+    def __init__(self, args=None, run: bool = True, **kwargs):
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
+        super().__init__(
+            L.LightningModule, L.LightningDataModule,
+            subclass_mode_model=True, subclass_mode_data=True, args=args, run=run,
+            auto_configure_optimizers=False, **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # Every zoo family config has `vocab_size`; every text data module exposes the size of the
+        # tokenizer it trained or loaded, known only once the data module exists.
+        parser.link_arguments(
+            "data.model_vocab_size", "model.init_args.model.init_args.config.vocab_size", apply_on="instantiate"
+        )
+
+    def _check_ckpt_path(self) -> None:
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        ckpt = getattr(cfg, "ckpt_path", None) if cfg is not None else None
+        if ckpt is None or ckpt in CKPT_ALIASES:
+            return
+        if not Path(ckpt).is_file():
+            raise ZooError(f"checkpoint '{ckpt}' does not exist; pass an existing .ckpt file or --ckpt_path last")
+        from zoo.checkpoint import checkpoint_family, read_checkpoint
+
+        family = checkpoint_family(read_checkpoint(ckpt))
+        mine = getattr(getattr(self.model, "model", None), "family", None)
+        if family and mine and family != mine:
+            raise ZooError(f"checkpoint '{ckpt}' holds a {family} model but the config builds a {mine}; "
+                           f"use a {mine} checkpoint or the {family} config")
+
+    def before_fit(self) -> None:
+        self._check_ckpt_path()
+
+    def before_validate(self) -> None:
+        self._check_ckpt_path()
+
+    def before_test(self) -> None:
+        self._check_ckpt_path()
