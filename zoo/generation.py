@@ -47,6 +47,7 @@ def context_limit(model: nn.Module) -> Optional[int]:
 def generate(
     model: nn.Module,
     input_ids: torch.Tensor,  # (B, T), left-padded when prompts differ in length
+    *,
     attention_mask: Optional[torch.Tensor] = None,
     max_new_tokens: int = 50,
     temperature: float = 1.0,
