@@ -41,7 +41,7 @@ def test_loss_is_next_token_cross_entropy():
     ids = torch.randint(0, 50, (2, 9))
     batch = {"input_ids": ids[:, :-1], "labels": ids[:, 1:]}
     loss, logits = task._loss(batch)
-    assert loss == pytest.approx(F.cross_entropy(logits.reshape(-1, 50), ids[:, 1:].reshape(-1)).item())
+    assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 50), ids[:, 1:].reshape(-1)).item())
     assert loss.item() == pytest.approx(math.log(50), rel=0.1)  # an untrained model is near uniform
 
 

@@ -49,7 +49,8 @@ def resolve_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ZooError(
-            f"cannot create the cache folder {path} ({err.strerror}); set --data.cache_dir or {CACHE_ENV} to a writable folder"
+            f"cannot create the cache folder {path} ({err.strerror}); "
+            f"set --data.cache_dir or {CACHE_ENV} to a writable folder"
         ) from err
     return path
 
@@ -103,12 +104,13 @@ def cached_tokenizer(
     cache_dir: Path,
 ) -> tuple[Tokenizer, Path]:
     """The tokenizer trained on ``train_docs``: loaded from the cache, or trained and saved there."""
-    key = fingerprint(
-        "tokenizer", CACHE_VERSION, tokenizers.__version__, kind, vocab_size, special_tokens, documents_digest(train_docs)
-    )
+    settings = [kind, vocab_size, special_tokens]
+    key = fingerprint("tokenizer", CACHE_VERSION, tokenizers.__version__, settings, documents_digest(train_docs))
     path = cache_dir / "tokenizers" / key / "tokenizer.json"
     if not path.is_file():
-        trained = train_tokenizer((doc.text for doc in train_docs), kind, vocab_size, special_tokens)  # type: ignore[arg-type]
+        texts = (doc.text for doc in train_docs)
+        show = len(train_docs) >= PROGRESS_MIN_DOCS
+        trained = train_tokenizer(texts, kind, vocab_size, special_tokens, show)  # type: ignore[arg-type]
         write_once(path, lambda f: f.write(trained.to_str(pretty=True).encode("utf-8")))
     return load_tokenizer(path), path  # reread: another process may have published first
 

@@ -152,7 +152,8 @@ def read_jsonl(path: Path, text_field: str = "text", id_prefix: str | None = Non
             )
         text = record[text_field]
         if not isinstance(text, str):
-            raise ZooError(f"{path}:{lineno} field {text_field!r} is {type(text).__name__}, not a string; store text there")
+            kind = type(text).__name__
+            raise ZooError(f"{path}:{lineno} field {text_field!r} holds a {kind}, not a string; store the text there")
         doc_id = str(record["id"]) if "id" in record else f"{prefix}:{lineno}"
         docs.append(Document(doc_id, text))
     return docs
@@ -180,7 +181,9 @@ def _folder_files(root: Path) -> list[Path]:
         if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
     if not files:
-        raise ZooError(f"folder {root} has no (non-hidden) files; put text files in it or point --data.source elsewhere")
+        raise ZooError(
+            f"folder {root} has no (non-hidden) files; put text files in it or point --data.source elsewhere"
+        )
     return files
 
 

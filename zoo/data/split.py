@@ -31,7 +31,9 @@ def split_documents(
     paragraph (or failing that, line) boundaries, so that there is something to hold out.
     """
     if not 0.0 < val_fraction < 1.0:
-        raise ZooError(f"val_fraction={val_fraction} must lie strictly between 0 and 1; set --data.val_fraction to e.g. 0.1")
+        raise ZooError(
+            f"val_fraction={val_fraction} must lie strictly between 0 and 1; set --data.val_fraction to e.g. 0.1"
+        )
     if len(docs) == 1:
         docs = _pieces(docs[0])
     if len(docs) < 2:

@@ -34,7 +34,7 @@ from zoo.data.tokenizer import (
     eos_token_id,
     load_tokenizer,
     pad_token_id,
-    tokenizer_file,
+    tokenizer_json_path,
 )
 from zoo.errors import ZooError
 
@@ -63,7 +63,8 @@ class TextDataModule(LightningDataModule):
             "[MASK]"], unigram ["<pad>", "</s>", "<unk>", "<extra_id_0>".."<extra_id_99>"].
         block_size: Tokens per example (the context length trained on).
         batch_size: Examples per batch.
-        val_fraction: Share of documents held out for validation (at least one document).
+        val_fraction: Share of the text (in characters) held out for validation, whole
+            documents at a time, chosen by a seeded hash; at least one document.
         min_chars: Documents shorter than this many characters after cleaning are dropped.
         dedup: Drop exact-duplicate documents and exact-duplicate paragraphs.
         seed: Seed of the train/validation split and of the training-batch shuffle.
@@ -149,11 +150,10 @@ class TextDataModule(LightningDataModule):
         """The ``tokenizers.Tokenizer``: loaded from ``tokenizer``, else trained on the train split."""
         if self._tokenizer is None:
             if self.tokenizer_file is not None:
-                tok, path = load_tokenizer(self.tokenizer_file), tokenizer_file(self.tokenizer_file)
+                tok, path = load_tokenizer(self.tokenizer_file), tokenizer_json_path(self.tokenizer_file)
             else:
-                tok, path = cache.cached_tokenizer(
-                    self.documents("train"), self.tokenizer_kind, self.vocab_size, self.special_tokens, self._cache_root()
-                )
+                train, settings = self.documents("train"), (self.tokenizer_kind, self.vocab_size, self.special_tokens)
+                tok, path = cache.cached_tokenizer(train, *settings, self._cache_root())
             eos_token_id(tok)  # fail now, with the fix, rather than mid-tokenization
             self._tokenizer, self._tokenizer_path = tok, path
             rank_zero_info(f"tokenizer: {tok.get_vocab_size()} tokens, {path}")
@@ -220,6 +220,12 @@ class TextDataModule(LightningDataModule):
     def _cache_root(self) -> Path:
         return cache.resolve_cache_dir(self.cache_dir)
 
+    def __getstate__(self) -> dict:
+        # Spawned processes reopen the memmaps in setup(); pickling them would copy every token.
+        state = self.__dict__.copy()
+        state["_tokens"] = {}
+        return state
+
     # ----------------------------------------------------------------- loaders
     def build_dataset(self, split: str) -> Dataset:
         """The examples of a split; subclasses (masking, span corruption) override this."""
@@ -265,11 +271,14 @@ def _check_arguments(
 ) -> None:
     """Catch impossible settings at construction, with the key to change."""
     if kind not in TOKENIZER_KINDS:
-        raise ZooError(f"unknown tokenizer_kind {kind!r}; set --data.tokenizer_kind to one of {', '.join(TOKENIZER_KINDS)}")
+        kinds = ", ".join(TOKENIZER_KINDS)
+        raise ZooError(f"unknown tokenizer_kind {kind!r}; set --data.tokenizer_kind to one of {kinds}")
     for name, value in (("vocab_size", vocab_size), ("block_size", block_size), ("batch_size", batch_size)):
         if value < 1:
             raise ZooError(f"{name}={value} must be at least 1; set --data.{name}")
     if not 0.0 < val_fraction < 1.0:
-        raise ZooError(f"val_fraction={val_fraction} must lie strictly between 0 and 1; set --data.val_fraction to e.g. 0.1")
+        raise ZooError(
+            f"val_fraction={val_fraction} must lie strictly between 0 and 1; set --data.val_fraction to e.g. 0.1"
+        )
     if num_workers < 0:
         raise ZooError(f"num_workers={num_workers} must be 0 or more; set --data.num_workers")

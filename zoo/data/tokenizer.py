@@ -52,6 +52,7 @@ def train_tokenizer(
     kind: TokenizerKind = "bpe",
     vocab_size: int = 4096,
     special_tokens: list[str] | None = None,
+    show_progress: bool = False,
 ) -> Tokenizer:
     """Train a ``kind`` tokenizer of about ``vocab_size`` entries (special tokens included).
 
@@ -66,6 +67,7 @@ def train_tokenizer(
         tokenizer, trainer = _wordpiece(vocab_size, specials)
     else:
         tokenizer, trainer = _unigram(vocab_size, specials)
+    trainer.show_progress = show_progress
     tokenizer.train_from_iterator(texts, trainer)
     _add_post_processor(tokenizer, kind, specials)
     return tokenizer
@@ -87,7 +89,8 @@ def _check_specials(kind: str, vocab_size: int, specials: list[str]) -> None:
         )
     if kind != "bpe" and not any(tok in specials for tok in UNK_TOKENS):
         raise ZooError(
-            f"a {kind} tokenizer needs an unknown-word token; add one of {', '.join(UNK_TOKENS)} to --data.special_tokens"
+            f"a {kind} tokenizer needs an unknown-word token; "
+            f"add one of {', '.join(UNK_TOKENS)} to --data.special_tokens"
         )
 
 
@@ -146,7 +149,7 @@ def _add_post_processor(tokenizer: Tokenizer, kind: str, specials: list[str]) ->
     )
 
 
-def tokenizer_file(path: str | Path) -> Path:
+def tokenizer_json_path(path: str | Path) -> Path:
     """``path`` itself, or the ``tokenizer.json`` inside it when it is a folder."""
     file = Path(path).expanduser()
     return file / "tokenizer.json" if file.is_dir() else file
@@ -154,10 +157,11 @@ def tokenizer_file(path: str | Path) -> Path:
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
     """A ``tokenizer.json`` (or a folder holding one, like a Hugging Face checkpoint)."""
-    file = tokenizer_file(path)
+    file = tokenizer_json_path(path)
     if not file.is_file():
         raise ZooError(
-            f"tokenizer file {file} does not exist; pass a tokenizer.json to --data.tokenizer, or leave it unset to train one"
+            f"tokenizer file {file} does not exist; "
+            "pass a tokenizer.json to --data.tokenizer, or leave it unset to train one"
         )
     try:
         return Tokenizer.from_file(str(file))
