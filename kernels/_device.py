@@ -5,6 +5,7 @@ Shared by every kernel file so that all of them fail the same way, with the same
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -37,3 +38,9 @@ def check_device(*tensors: torch.Tensor | None) -> None:
         if device.type == "cpu" and is_interpreter():
             continue
         raise RuntimeError(NO_DEVICE_MESSAGE)
+
+
+def on_device(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Context for launching kernels on `t`'s GPU: Triton launches on the *current* CUDA device,
+    which need not be the tensor's (e.g. a tensor on cuda:1 while cuda:0 is current)."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()

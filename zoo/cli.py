@@ -31,8 +31,9 @@ def generate(
     seed: int = 0,
     use_cache: bool = True,
     device: str = "cpu",
+    num_beams: int = 1,
 ) -> str:
-    """Continue a prompt with a trained model.
+    """Continue a prompt with a trained model (GPT), or transform it with an encoder-decoder (T5, BART).
 
     Args:
         model: a `.ckpt` file written by `zoo fit`, a Hugging Face checkpoint directory, or a hub name.
@@ -44,6 +45,9 @@ def generate(
         seed: random seed, for repeatable samples.
         use_cache: reuse past keys and values (KV cache); the output is the same, only faster.
         device: "cpu", "cuda", ...
+        num_beams: encoder-decoder models (T5, BART) decode greedily with 1, with beam search above;
+            they read the prompt as the encoder input and print the decoder output. The sampling
+            options (temperature, top_k, top_p, seed) apply to decoder-only models.
     """
     import torch
 
@@ -57,6 +61,16 @@ def generate(
     ids = torch.tensor([tokenizer.encode(prompt).ids], device=device)
     if ids.shape[1] == 0:
         raise ZooError("the prompt encodes to no tokens; give a non-empty --prompt")
+    if getattr(net, "family", None) == "bert":
+        raise ZooError(f"'{model}' is a BERT encoder: it fills in masked tokens but does not generate text")
+    if getattr(net, "is_encoder_decoder", False):
+        try:
+            out = net.generate(ids, max_new_tokens=max_new_tokens, num_beams=num_beams, use_cache=use_cache)
+        except ValueError as err:  # a prompt longer than the context, a bad num_beams
+            raise ZooError(str(err)) from None
+        text = tokenizer.decode(out[0, 1:].tolist())  # drop the decoder start token
+        print(text)
+        return text
     gen = torch.Generator(device=device).manual_seed(seed)
     out = run(net, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
               use_cache=use_cache, generator=gen)

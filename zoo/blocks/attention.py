@@ -112,6 +112,10 @@ def _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask,
     if Hkv != H:  # grouped-query: each kv head serves H // Hkv query heads
         k = k.repeat_interleave(H // Hkv, dim=1)
         v = v.repeat_interleave(H // Hkv, dim=1)
+    plain = window is None and key_padding_mask is None and bias is None and not return_weights
+    if impl == "torch" and plain and (not causal or Sq == Sk):
+        # No explicit mask: SDPA picks its fused (flash) kernels, on CPU too.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
     mask = visibility_mask(Sq, Sk, causal, window, key_padding_mask, q.device)
     add = score_bias(bias, Sq, Sk, q.device)
     has_key = None
@@ -213,6 +217,18 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, n, self.head_dim).transpose(1, 2)
 
+    def _project_qkv(self, x: torch.Tensor):
+        """q, k, v of self-attention in ONE matmul (weights concatenated on the fly: one large GEMM
+        beats three small ones, and the parameters keep their per-projection names)."""
+        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
+        b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
+        kv = self.n_kv_head * self.head_dim
+        q, k, v = F.linear(x, w, b).split([self.n_head * self.head_dim, kv, kv], dim=-1)
+        return self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
+
+    def _project_kv(self, x: torch.Tensor):
+        return self._heads(self.k_proj(x), self.n_kv_head), self._heads(self.v_proj(x), self.n_kv_head)
+
     def forward(
         self,
         x: torch.Tensor,
@@ -224,10 +240,15 @@ class Attention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         """x (B, T, C) → (B, T, C). `key_padding_mask` (B, Sk) covers the keys: past+current, or the context."""
-        q = self._heads(self.q_proj(x), self.n_head)
-        k, v = self._keys_values(x, context, rope, cache, layer)
-        if rope is not None:
-            q = apply_rotary(q, *rope)
+        if self.cross:
+            q = self._heads(self.q_proj(x), self.n_head)
+            k, v = self._cross_keys_values(context, cache, layer)
+        else:
+            q, k, v = self._project_qkv(x)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if cache is not None:
+                k, v = cache.append(layer, k, v)
         drop = self.dropout if self.training else 0.0
         impl = "eager" if self.record_weights else self.impl
         out = attend(q, k, v, impl=impl, causal=self.causal and not self.cross, scale=self.scale,
@@ -238,19 +259,11 @@ class Attention(nn.Module):
         B, _, T, _ = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
 
-    def _keys_values(self, x, context, rope, cache, layer):
-        if self.cross:
-            if cache is not None and layer in cache.cross_kv:
-                return cache.cross_kv[layer]
-            k = self._heads(self.k_proj(context), self.n_kv_head)
-            v = self._heads(self.v_proj(context), self.n_kv_head)
-            if cache is not None:
-                cache.cross_kv[layer] = (k, v)
-            return k, v
-        k = self._heads(self.k_proj(x), self.n_kv_head)
-        v = self._heads(self.v_proj(x), self.n_kv_head)
-        if rope is not None:
-            k = apply_rotary(k, *rope)
+    def _cross_keys_values(self, context, cache, layer):
+        """Keys and values of the encoder output: computed once per sequence when a cache is kept."""
+        if cache is not None and layer in cache.cross_kv:
+            return cache.cross_kv[layer]
+        k, v = self._project_kv(context)
         if cache is not None:
-            k, v = cache.append(layer, k, v)
+            cache.cross_kv[layer] = (k, v)
         return k, v

@@ -62,7 +62,7 @@ class TransformerBlock(nn.Module):
             self.cross_attn = self.cross_attn_norm = None
         self.mlp = MLP(d_model, d_ff, activation, gated_mlp, bias, dropout)
         self.mlp_norm = build_norm(norm, d_model, norm_eps, norm_bias, norm_impl)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def _residual(self, x, norm, fn):
         if self.prenorm:

@@ -88,7 +88,7 @@ class GPT(nn.Module):
             self.embed_positions = LearnedPositions(c.max_seq_len, c.d_model)
         elif c.position == "sinusoidal":
             self.embed_positions = SinusoidalPositions(c.max_seq_len, c.d_model)
-        self.drop = nn.Dropout(c.dropout)
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         relative = c.position if c.position in ("rope", "alibi") else "none"
         self.decoder = DecoderStack(
             c.n_layer, relative_position=relative, rope_theta=c.rope_theta,

@@ -81,7 +81,8 @@ class Task(L.LightningModule):
     def on_fit_start(self) -> None:
         # The tokenizer travels with the run, next to the checkpoints and logs.
         tok = self.tokenizer()
-        if tok is not None and self.trainer.is_global_zero and self.trainer.log_dir:
+        # Only with a logger: without one, log_dir falls back to the working directory.
+        if tok is not None and self.trainer.is_global_zero and self.trainer.logger is not None and self.trainer.log_dir:
             from pathlib import Path
 
             path = Path(self.trainer.log_dir) / "tokenizer.json"

@@ -1,0 +1,820 @@
+"""Fused attention in Triton, forward and backward: FlashAttention-2 (Dao, 2023).
+
+The score matrix softmax(s·QKᵀ + bias) is never written to HBM: each program keeps a block of
+queries in registers and streams key/value blocks past it with the online softmax of Milakov &
+Gimelshein (2018), as in FlashAttention (Dao et al., 2022). The backward recomputes the
+probabilities from the saved log-sum-exp, with one kernel for dK/dV (a program per key block) and
+one for dQ (a program per query block), so nothing is accumulated with atomics and every gradient
+is bitwise reproducible. Anatomy follows the Triton tutorial 06-fused-attention.
+
+Inside the kernels, beyond plain attention:
+
+* grouped-query attention (Ainslie et al., 2023): query head h reads key/value head h // (H/Hkv);
+* causal masks aligned bottom-right (query i sits at position i + Sk − Sq, as in a KV cache),
+  sliding windows |pos_i − j| ≤ w, and a key padding mask. Key blocks no query of a block can see
+  are never visited, and blocks every query sees fully skip the mask arithmetic;
+* ALiBi (Press et al., 2022): −slope_h·|pos_i − j| added to the scaled score;
+* T5 relative position buckets (Raffel et al., 2020) with a learned (H, num_buckets) table. The
+  kernels look the bucket of r = j − pos_i up in a (2L+1)-entry table made on the host by Hugging
+  Face's formula (r clamped to ±L, past which the bucket is constant), so float32-log truncation
+  matches HF bit for bit. The table's gradient is reduced deterministically: per-program fp32
+  partial sums per bucket, then a fixed-order torch sum.
+
+Softmax runs in base 2: log2(e) is folded into the scale and the biases, so the inner loop uses
+exp2. A row with no visible key outputs 0 and gets zero gradients (its log-sum-exp is stored as
++inf so that every recomputed probability is exp2(−inf) = 0).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels._device import check_device, is_interpreter
+
+LOG2E = 1.4426950408889634
+T5_GRAD_ROWS = 16  # query rows per row of the T5-gradient scratch buffer (see _attn_bwd_dq)
+
+# ---------------------------------------------------------------------------------------------
+# Shared pieces of the kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _load_tile(base, rows, stride_row, n_rows, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr,
+               CHECK_ROWS: tl.constexpr):
+    """A (len(rows), D_PAD) tile of a (S, HEAD_DIM) matrix; padded head-dim columns read as 0."""
+    cols = tl.arange(0, D_PAD)
+    ptrs = base + rows[:, None] * stride_row + cols[None, :]
+    if CHECK_ROWS:
+        if HEAD_DIM == D_PAD:
+            x = tl.load(ptrs, mask=rows[:, None] < n_rows, other=0.0)
+        else:
+            x = tl.load(ptrs, mask=(rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM), other=0.0)
+    else:
+        if HEAD_DIM == D_PAD:
+            x = tl.load(ptrs)
+        else:
+            x = tl.load(ptrs, mask=cols[None, :] < HEAD_DIM, other=0.0)
+    return x
+
+
+@triton.jit
+def _store_tile(base, x, rows, stride_row, n_rows, HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr):
+    cols = tl.arange(0, D_PAD)
+    mask = (rows[:, None] < n_rows) & (cols[None, :] < HEAD_DIM)
+    tl.store(base + rows[:, None] * stride_row + cols[None, :], x.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _load_vec(base, rows, n_rows, other, CHECK_ROWS: tl.constexpr):
+    if CHECK_ROWS:
+        x = tl.load(base + rows, mask=rows < n_rows, other=other)
+    else:
+        x = tl.load(base + rows)
+    return x
+
+
+@triton.jit
+def _bias_and_mask(s, qi, kj, kpm, Sk, pos_off, window, slope2, t5_row, t5_L,
+                   GEOMETRY: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                   HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+    """Add the position biases (log2 units) to scores `s` and set hidden pairs to −inf.
+
+    qi / kj are query / key indices broadcastable to s (either orientation). GEOMETRY=False is for
+    blocks known to lie inside the causal/window/Sk limits, which then skip those comparisons.
+    """
+    if HAS_ALIBI:
+        s = s - slope2 * tl.abs(kj - (qi + pos_off)).to(tl.float32)
+    if HAS_T5:
+        # the table holds bias[h, bucket(r)] for r in [-L, L]; beyond that the bucket is constant
+        rel = tl.minimum(tl.maximum(kj - (qi + pos_off), -t5_L), t5_L)
+        s = s + tl.load(t5_row + rel + t5_L)
+    if GEOMETRY:
+        pos = qi + pos_off
+        keep = kj < Sk
+        if CAUSAL:
+            keep = keep & (kj <= pos)
+        if HAS_WINDOW:
+            keep = keep & (tl.abs(pos - kj) <= window)
+        s = tl.where(keep, s, float("-inf"))
+    if HAS_KPM:
+        s = tl.where(kpm, s, float("-inf"))
+    return s
+
+
+@triton.jit
+def _round_ranges(lo, full_lo, full_hi, hi, BLOCK: tl.constexpr):
+    """Snap [lo, hi) ⊇ [full_lo, full_hi) to block boundaries; the inner range only shrinks.
+
+    Everything is clamped at 0 before dividing: integer division of negatives differs between
+    compiled Triton (truncation) and Python (floor).
+    """
+    lo = tl.maximum(lo, 0) // BLOCK * BLOCK
+    hi = tl.maximum(hi, lo)
+    full_lo = tl.minimum(tl.maximum((tl.maximum(full_lo, 0) + BLOCK - 1) // BLOCK * BLOCK, lo), hi)
+    full_hi = tl.maximum(tl.minimum(tl.maximum(full_hi, 0) // BLOCK * BLOCK, hi), full_lo)
+    return lo, full_lo, full_hi, hi
+
+
+@triton.jit
+def _key_range(start_m, Sk, pos_off, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+               CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """Keys [lo, hi) some query of this block may see; [full_lo, full_hi) every query sees."""
+    first = start_m + pos_off  # absolute position of the block's first query
+    last = first + BLOCK_M - 1
+    lo = first * 0
+    hi = lo + Sk
+    full_lo = lo
+    full_hi = hi
+    if CAUSAL:
+        hi = tl.minimum(hi, last + 1)
+        full_hi = tl.minimum(full_hi, first + 1)
+    if HAS_WINDOW:
+        lo = tl.maximum(lo, first - window)
+        full_lo = tl.maximum(full_lo, last - window)
+        if not CAUSAL:
+            hi = tl.minimum(hi, last + window + 1)
+            full_hi = tl.minimum(full_hi, first + window + 1)
+    return _round_ranges(lo, full_lo, full_hi, hi, BLOCK_N)
+
+
+@triton.jit
+def _query_range(start_n, Sq, Sk, pos_off, window, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                 CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr):
+    """Queries [lo, hi) that may see some key of this block; [full_lo, full_hi) see all of them."""
+    first = start_n - pos_off  # the query whose position is the block's first key
+    last = first + BLOCK_N - 1
+    lo = first * 0
+    hi = lo + Sq
+    full_lo = lo
+    full_hi = hi
+    if CAUSAL:
+        lo = tl.maximum(lo, first)
+        full_lo = tl.maximum(full_lo, last)
+    if HAS_WINDOW:
+        hi = tl.minimum(hi, last + window + 1)
+        full_hi = tl.minimum(full_hi, first + window + 1)
+        if not CAUSAL:
+            lo = tl.maximum(lo, first - window)
+            full_lo = tl.maximum(full_lo, last - window)
+    # a key block that runs past Sk needs its column mask on every query block
+    full_hi = tl.where(start_n + BLOCK_N <= Sk, full_hi, 0)
+    return _round_ranges(lo, full_lo, full_hi, hi, BLOCK_M)
+
+
+# ---------------------------------------------------------------------------------------------
+# Forward
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn, lo, hi,
+               Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+               HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+               HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+    """Online softmax over key blocks [lo, hi) (Algorithm 1 of FlashAttention-2)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, offs_n, stride_kn, Sk, HEAD_DIM, D_PAD, MASKED)
+        v = _load_tile(v_base, offs_n, stride_vn, Sk, HEAD_DIM, D_PAD, MASKED)
+        kpm = offs_n
+        if HAS_KPM:
+            kpm = tl.load(kpm_base + offs_n, mask=offs_n < Sk, other=0) != 0
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BM, BN), log2 units
+        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], Sk, pos_off, window,
+                           slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        # a row that has seen only hidden keys keeps m = -inf; shift by 0 so exp2 gives 0, not NaN
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp2(s - m_use[:, None])
+        alpha = tl.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc, input_precision=DOT_PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _attn_fwd(
+    Q, K, V,  # (B, H, Sq, D), (B, Hkv, Sk, D) x2; head dim contiguous
+    O,  # (B, H, Sq, D) output, contiguous
+    LSE,  # (B, H, Sq) fp32: log2-sum-exp2 of each row's scores, +inf for rows with no keys
+    KPM,  # (B, Sk) uint8 key padding mask, 1 = attend; read only if HAS_KPM
+    ALIBI,  # (H,) fp32 slopes times log2(e); read only if HAS_ALIBI
+    T5REL,  # (H, 2L+1) fp32: t5_bias[h, bucket(r)]·log2(e) for r = -L..L; read only if HAS_T5
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om, stride_kpm,
+    H, GROUP,  # query heads; query heads per key/value head
+    Sq, Sk, pos_off, window,  # pos_off = Sk - Sq: query i sits at position i + pos_off
+    qk_scale, t5_L,  # softmax scale times log2(e); half-width of the T5 table
+    Q_BUCKET, K_BUCKET,  # powers of two >= Sq, Sk: autotune keys only, so lengths share configs
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    hk = (h // GROUP).to(tl.int64)
+    q_base = Q + b * stride_qb + h.to(tl.int64) * stride_qh
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    kpm_base = KPM + b * stride_kpm
+    slope2 = 0.0
+    if HAS_ALIBI:
+        slope2 = tl.load(ALIBI + h)
+    t5_row = T5REL + h * (2 * t5_L + 1)
+
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q = _load_tile(q_base, offs_m, stride_qm, Sq, HEAD_DIM, D_PAD, True)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+
+    lo, full_lo, full_hi, hi = _key_range(pid_m * BLOCK_M, Sk, pos_off, window, BLOCK_M, BLOCK_N,
+                                          CAUSAL, HAS_WINDOW)
+    # masked edge blocks, then the mask-free interior, then masked edge blocks again
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                               lo, full_lo, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+                               HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, True,
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                               full_lo, full_hi, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+                               HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, False,
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                               full_hi, hi, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+                               HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, True,
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+
+    empty = l_i == 0.0
+    l_safe = tl.where(empty, 1.0, l_i)
+    o_base = O + b * stride_ob + h.to(tl.int64) * stride_oh
+    _store_tile(o_base, acc / l_safe[:, None], offs_m, stride_om, Sq, HEAD_DIM, D_PAD)
+    lse = tl.where(empty, float("inf"), m_i + tl.log2(l_safe))
+    tl.store(LSE + bh.to(tl.int64) * Sq + offs_m, lse, mask=offs_m < Sq)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _attn_bwd_preprocess(
+    O, DO,  # (B, H, Sq, D) output and its gradient
+    DELTA,  # (B, H, Sq) fp32 out: rowsum(dO ⊙ O), the softmax-backward correction term
+    stride_ob, stride_oh, stride_om, stride_dob, stride_doh, stride_dom,
+    H, Sq,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    o = _load_tile(O + b * stride_ob + h * stride_oh, offs_m, stride_om, Sq, HEAD_DIM, D_PAD, True)
+    do = _load_tile(DO + b * stride_dob + h * stride_doh, offs_m, stride_dom, Sq, HEAD_DIM, D_PAD, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + bh.to(tl.int64) * Sq + offs_m, delta, mask=offs_m < Sq)
+
+
+@triton.jit
+def _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, lse_base, delta_base, stride_qm, stride_dom,
+                lo, hi, Sq, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
+                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+                HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+    """Accumulate dK, dV of one key block over query blocks [lo, hi) of one query head."""
+    for start_m in range(lo, hi, BLOCK_M):
+        offs_m = start_m + tl.arange(0, BLOCK_M)
+        q = _load_tile(q_base, offs_m, stride_qm, Sq, HEAD_DIM, D_PAD, MASKED)
+        do = _load_tile(do_base, offs_m, stride_dom, Sq, HEAD_DIM, D_PAD, MASKED)
+        # rows past Sq read lse = +inf, so their probabilities (and gradients) are exactly 0
+        lse = _load_vec(lse_base, offs_m, Sq, float("inf"), MASKED)
+        delta = _load_vec(delta_base, offs_m, Sq, 0.0, MASKED)
+        # keys on rows, queries on columns: dK and dV then come out of untransposed dots
+        s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BN, BM)
+        s_t = _bias_and_mask(s_t, offs_m[None, :], offs_n[:, None], kpm[:, None], Sk, pos_off, window,
+                             slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        p_t = tl.exp2(s_t - lse[None, :])
+        dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
+        dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
+        ds_t = p_t * (dp_t - delta[None, :])
+        dk = tl.dot(ds_t.to(q.dtype), q, dk, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def _attn_bwd_dkdv(
+    Q, K, V, DO,  # as in the forward; DO (B, H, Sq, D) head dim contiguous
+    DK, DV,  # (B, Hkv, Sk, D) out, contiguous
+    LSE, DELTA,  # (B, H, Sq) fp32 from the forward / preprocess
+    KPM, ALIBI, T5REL,  # as in the forward
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_dom, stride_dkb, stride_dkh, stride_dkn, stride_kpm,
+    H, GROUP, Sq, Sk, pos_off, window, qk_scale, sm_scale, t5_L, Q_BUCKET, K_BUCKET,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    bhk = tl.program_id(1)
+    Hkv = H // GROUP
+    b = (bhk // Hkv).to(tl.int64)
+    hk = (bhk % Hkv).to(tl.int64)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    k = _load_tile(K + b * stride_kb + hk * stride_kh, offs_n, stride_kn, Sk, HEAD_DIM, D_PAD, True)
+    v = _load_tile(V + b * stride_vb + hk * stride_vh, offs_n, stride_vn, Sk, HEAD_DIM, D_PAD, True)
+    lo, full_lo, full_hi, hi = _query_range(pid_n * BLOCK_N, Sq, Sk, pos_off, window, BLOCK_M, BLOCK_N,
+                                            CAUSAL, HAS_WINDOW)
+    kpm = offs_n
+    if HAS_KPM:
+        kpm = tl.load(KPM + b * stride_kpm + offs_n, mask=offs_n < Sk, other=0) != 0
+        # a key block that is all padding has zero gradients: visit no query at all
+        live = tl.max(kpm.to(tl.int32), 0) > 0
+        full_lo = tl.where(live, full_lo, lo)
+        full_hi = tl.where(live, full_hi, lo)
+        hi = tl.where(live, hi, lo)
+    dk = tl.zeros([BLOCK_N, D_PAD], tl.float32)
+    dv = tl.zeros([BLOCK_N, D_PAD], tl.float32)
+    # the query heads sharing this key/value head, one after another: no atomics, no reduction pass
+    for g in range(GROUP):
+        h = hk * GROUP + g
+        bh = b * H + h
+        q_base = Q + b * stride_qb + h * stride_qh
+        do_base = DO + b * stride_dob + h * stride_doh
+        slope2 = 0.0
+        if HAS_ALIBI:
+            slope2 = tl.load(ALIBI + h)
+        t5_row = T5REL + h * (2 * t5_L + 1)
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             stride_qm, stride_dom, lo, full_lo, Sq, Sk, pos_off, window, qk_scale, slope2,
+                             t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, True,
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             stride_qm, stride_dom, full_lo, full_hi, Sq, Sk, pos_off, window, qk_scale, slope2,
+                             t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, False,
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             stride_qm, stride_dom, full_hi, hi, Sq, Sk, pos_off, window, qk_scale, slope2,
+                             t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, True,
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    dk_base = DK + b * stride_dkb + hk * stride_dkh
+    dv_base = DV + b * stride_dkb + hk * stride_dkh
+    _store_tile(dk_base, dk * sm_scale, offs_n, stride_dkn, Sk, HEAD_DIM, D_PAD)
+    _store_tile(dv_base, dv, offs_n, stride_dkn, Sk, HEAD_DIM, D_PAD)
+
+
+@triton.jit
+def _t5_bucket_sums(t5g, ds, offs_m, offs_n, pos_off, t5_bucket, t5_L, NB_PAD: tl.constexpr):
+    """t5g[b] += Σ dS over the tile's pairs in bucket b (dL/d table[h, b], before the batch sum)."""
+    rel = tl.minimum(tl.maximum(offs_n[None, :] - (offs_m[:, None] + pos_off), -t5_L), t5_L)
+    bucket = tl.load(t5_bucket + rel + t5_L)
+    ids = tl.arange(0, NB_PAD)
+    # buckets are monotone in |rel|: far from the diagonal a tile spans only one or two of them
+    for bk in range(tl.min(bucket), tl.max(bucket) + 1):
+        part = tl.sum(tl.where(bucket == bk, ds, 0.0))
+        t5g += tl.where(ids == bk, part, 0.0)
+    return t5g
+
+
+@triton.jit
+def _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn, lo, hi,
+              Sk, pos_off, window, qk_scale, slope2, t5_row, t5_bucket, t5_L,
+              HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
+              NB_PAD: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
+              HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+    """Accumulate dQ (and the T5 table gradient) of one query block over key blocks [lo, hi)."""
+    for start_n in range(lo, hi, BLOCK_N):
+        offs_n = start_n + tl.arange(0, BLOCK_N)
+        k = _load_tile(k_base, offs_n, stride_kn, Sk, HEAD_DIM, D_PAD, MASKED)
+        v = _load_tile(v_base, offs_n, stride_vn, Sk, HEAD_DIM, D_PAD, MASKED)
+        kpm = offs_n
+        if HAS_KPM:
+            kpm = tl.load(kpm_base + offs_n, mask=offs_n < Sk, other=0) != 0
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
+        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], Sk, pos_off, window,
+                           slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        p = tl.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+        if HAS_T5:
+            t5g = _t5_bucket_sums(t5g, ds, offs_m, offs_n, pos_off, t5_bucket, t5_L, NB_PAD)
+    return dq, t5g
+
+
+@triton.jit
+def _attn_bwd_dq(
+    Q, K, V, DO, DQ,  # DQ (B, H, Sq, D) out, contiguous
+    LSE, DELTA, KPM, ALIBI, T5REL,
+    T5BUCKET,  # (2L+1,) int32 bucket of r = -L..L; read only if HAS_T5
+    T5GRAD,  # (B*H, t5_rows, NB_PAD) fp32 out: per-program partial sums of the table gradient
+    stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+    stride_dob, stride_doh, stride_dom, stride_dqb, stride_dqh, stride_dqm, stride_kpm,
+    H, GROUP, Sq, Sk, pos_off, window, qk_scale, sm_scale, t5_L, t5_rows, Q_BUCKET, K_BUCKET,
+    HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
+    CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, NB_PAD: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    hk = (h // GROUP).to(tl.int64)
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    q = _load_tile(Q + b * stride_qb + h.to(tl.int64) * stride_qh, offs_m, stride_qm, Sq, HEAD_DIM, D_PAD, True)
+    do = _load_tile(DO + b * stride_dob + h.to(tl.int64) * stride_doh, offs_m, stride_dom, Sq,
+                    HEAD_DIM, D_PAD, True)
+    lse = _load_vec(LSE + bh.to(tl.int64) * Sq, offs_m, Sq, float("inf"), True)
+    delta = _load_vec(DELTA + bh.to(tl.int64) * Sq, offs_m, Sq, 0.0, True)
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    kpm_base = KPM + b * stride_kpm
+    slope2 = 0.0
+    if HAS_ALIBI:
+        slope2 = tl.load(ALIBI + h)
+    t5_row = T5REL + h * (2 * t5_L + 1)
+    dq = tl.zeros([BLOCK_M, D_PAD], tl.float32)
+    t5g = tl.zeros([NB_PAD], tl.float32)
+    lo, full_lo, full_hi, hi = _key_range(pid_m * BLOCK_M, Sk, pos_off, window, BLOCK_M, BLOCK_N,
+                                          CAUSAL, HAS_WINDOW)
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                        lo, full_lo, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
+                        HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, True,
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                        full_lo, full_hi, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
+                        HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, False,
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                        full_hi, hi, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
+                        HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, True,
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+    dq_base = DQ + b * stride_dqb + h.to(tl.int64) * stride_dqh
+    _store_tile(dq_base, dq * sm_scale, offs_m, stride_dqm, Sq, HEAD_DIM, D_PAD)
+    if HAS_T5:
+        # This program owns scratch rows [pid_m·R, (pid_m+1)·R), R = BLOCK_M/16: it writes its sums
+        # in the first and zeros in the rest, so every row is written whatever BLOCK_M autotuning
+        # picked, and the host sums a buffer whose shape does not depend on the config.
+        rr = tl.arange(0, BLOCK_M // 16)
+        rows = pid_m * (BLOCK_M // 16) + rr
+        ids = tl.arange(0, NB_PAD)
+        vals = tl.where(rr[:, None] == 0, t5g[None, :], 0.0)
+        ptrs = T5GRAD + bh.to(tl.int64) * t5_rows * NB_PAD + rows[:, None] * NB_PAD + ids[None, :]
+        tl.store(ptrs, vals, mask=rows[:, None] < t5_rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+# The interpreter runs programs one by one in numpy: one small config, never autotuned. Block
+# shapes differ between kernels so the tests cross block edges in both directions.
+_INTERPRETER_BLOCKS = {
+    "fwd": {"BLOCK_M": 32, "BLOCK_N": 16},
+    "dkdv": {"BLOCK_M": 16, "BLOCK_N": 32},
+    "dq": {"BLOCK_M": 32, "BLOCK_N": 16},
+}
+
+
+# Candidate configs (BLOCK_M, BLOCK_N, num_warps, num_stages, largest padded head dim they suit),
+# picked for the H100 from ptxas register/spill reports of each kernel at D = 64 and 128 (the
+# ones that spilled were dropped); autotuning chooses among those that fit the head dim.
+_CANDIDATES = {
+    "fwd": [(128, 64, 8, 3, 128), (128, 64, 8, 4, 128), (128, 128, 8, 3, 64), (64, 64, 4, 3, 128),
+            (64, 32, 4, 2, 256)],
+    "dkdv": [(32, 128, 8, 3, 64), (32, 64, 4, 3, 64), (16, 128, 8, 3, 128), (16, 64, 8, 2, 128),
+             (16, 64, 4, 2, 256)],
+    "dq": [(128, 32, 8, 3, 128), (128, 64, 8, 2, 128), (64, 32, 4, 3, 128), (64, 64, 4, 2, 128),
+           (32, 32, 4, 2, 256)],
+}
+# Below this many query×key pairs per head, tuning costs more than it saves: use a fixed config,
+# per kernel and padded head dim (<= 64, 128, 256).
+_TUNE_MIN_PAIRS = 512 * 512
+_FIXED = {
+    "fwd": {64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (64, 32, 4, 2)},
+    "dkdv": {64: (16, 64, 4, 2), 128: (16, 64, 8, 2), 256: (16, 32, 4, 2)},
+    "dq": {64: (64, 32, 4, 2), 128: (64, 32, 4, 2), 256: (32, 32, 4, 2)},
+}
+_MAX_D = {}  # config -> largest padded head dim it is meant for
+
+
+def _configs(kind):
+    configs = []
+    for m, n, w, s, dmax in _CANDIDATES[kind]:
+        config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+        _MAX_D[config] = dmax
+        configs.append(config)
+    return configs
+
+
+# Rows of each tile that stay resident vs. stream through the software pipeline, per kernel.
+_SMEM_ROWS = {
+    "fwd": lambda c: c.kwargs["BLOCK_M"] + 2 * c.kwargs["BLOCK_N"] * c.num_stages,
+    "dkdv": lambda c: 2 * c.kwargs["BLOCK_N"] + 2 * c.kwargs["BLOCK_M"] * c.num_stages,
+    "dq": lambda c: 2 * c.kwargs["BLOCK_M"] + 2 * c.kwargs["BLOCK_N"] * c.num_stages,
+}
+_SMEM_BUDGET = 192 * 1024  # bytes; the H100 allows 227 KB per block and Triton needs some itself
+
+
+def _pruner(kind):
+    """Keep the configs meant for this head dim whose tiles fit in shared memory (at least one)."""
+
+    def prune(configs, named_args, **kwargs):
+        args = {**named_args, **kwargs}
+        d_pad = args["D_PAD"]
+        row_bytes = d_pad * args["Q"].element_size()
+        need = {c: _SMEM_ROWS[kind](c) * row_bytes for c in configs}
+        kept = [c for c in configs if need[c] <= _SMEM_BUDGET and d_pad <= _MAX_D.get(c, 256)]
+        return kept or [min(configs, key=need.get)]
+
+    return prune
+
+
+_TUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5"]
+_PLAIN = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
+_TUNED = {
+    name: triton.autotune(_configs(name), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(name)})(fn)
+    for name, fn in _PLAIN.items()
+}
+
+
+def _launch(name: str, rows: int, programs: int, **args) -> None:
+    """Launch kernel `name` on a grid of (cdiv(rows, block), programs): one small config under the
+    interpreter, a fixed one for small problems on CUDA, autotuned otherwise."""
+    block = "BLOCK_N" if name == "dkdv" else "BLOCK_M"
+    if is_interpreter():
+        cfg = _INTERPRETER_BLOCKS[name]
+        _PLAIN[name][(triton.cdiv(rows, cfg[block]), programs)](**args, **cfg)
+    elif args["Sq"] * args["Sk"] < _TUNE_MIN_PAIRS:
+        m, n, w, s = _FIXED[name][max(64, args["D_PAD"])]
+        cfg = {"BLOCK_M": m, "BLOCK_N": n}
+        _PLAIN[name][(triton.cdiv(rows, cfg[block]), programs)](**args, **cfg, num_warps=w, num_stages=s)
+    else:
+        _TUNED[name][lambda meta: (triton.cdiv(rows, meta[block]), programs)](**args)
+
+
+@dataclass
+class _Spec:
+    """Everything about one call except q, k, v and the T5 table, with tensors ready for the kernels."""
+
+    causal: bool
+    scale: float
+    window: int | None
+    kpm: torch.Tensor | None  # (B, Sk) uint8, 1 = attend
+    alibi2: torch.Tensor | None  # (H,) fp32 slopes·log2(e)
+    t5_bucket: torch.Tensor | None  # (2L+1,) int32
+    t5_L: int = 0
+    t5_num_buckets: int = 0
+    t5_rel: torch.Tensor | None = None  # (H, 2L+1) fp32, filled in by the forward
+
+
+def _strides(prefix: str, t: torch.Tensor, row: str) -> dict:
+    """Batch, head and row strides of a (B, H, S, D) tensor whose head dim is contiguous."""
+    return {f"stride_{prefix}b": t.stride(0), f"stride_{prefix}h": t.stride(1), f"stride_{prefix}{row}": t.stride(2)}
+
+
+def _common_args(q: torch.Tensor, k: torch.Tensor, spec: _Spec) -> dict:
+    B, H, Sq, D = q.shape
+    Hkv, Sk = k.shape[1], k.shape[2]
+    dummy = q  # stands in for absent optional tensors; the kernels never read it
+    return dict(
+        KPM=spec.kpm if spec.kpm is not None else dummy,
+        ALIBI=spec.alibi2 if spec.alibi2 is not None else dummy,
+        T5REL=spec.t5_rel if spec.t5_rel is not None else dummy,
+        stride_kpm=spec.kpm.stride(0) if spec.kpm is not None else 0,
+        H=H, GROUP=H // Hkv, Sq=Sq, Sk=Sk, pos_off=Sk - Sq, window=spec.window or 0,
+        qk_scale=spec.scale * LOG2E, t5_L=spec.t5_L,
+        Q_BUCKET=triton.next_power_of_2(Sq), K_BUCKET=triton.next_power_of_2(Sk),
+        HEAD_DIM=D, D_PAD=max(16, triton.next_power_of_2(D)),
+        # fp32 inputs get true fp32 products (not tf32), so fp32 stays a precise reference mode
+        DOT_PREC="ieee" if q.dtype == torch.float32 else None,
+        CAUSAL=spec.causal, HAS_WINDOW=spec.window is not None, HAS_KPM=spec.kpm is not None,
+        HAS_ALIBI=spec.alibi2 is not None, HAS_T5=spec.t5_rel is not None,
+    )
+
+
+def _forward(q, k, v, spec: _Spec):
+    B, H, Sq, D = q.shape
+    o = torch.empty((B, H, Sq, D), device=q.device, dtype=q.dtype)
+    lse = torch.empty((B, H, Sq), device=q.device, dtype=torch.float32)
+    _launch("fwd", Sq, B * H, Q=q, K=k, V=v, O=o, LSE=lse, **_strides("q", q, "m"), **_strides("k", k, "n"),
+            **_strides("v", v, "n"), **_strides("o", o, "m"), **_common_args(q, k, spec))
+    return o, lse
+
+
+def _backward(do, q, k, v, o, lse, spec: _Spec):
+    B, H, Sq, D = q.shape
+    Hkv, Sk = k.shape[1], k.shape[2]
+    common = _common_args(q, k, spec)
+    delta = torch.empty_like(lse)
+    block = _INTERPRETER_BLOCKS["dq"]["BLOCK_M"] if is_interpreter() else 64
+    _attn_bwd_preprocess[(triton.cdiv(Sq, block), B * H)](
+        o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Sq,
+        HEAD_DIM=D, D_PAD=common["D_PAD"], BLOCK_M=block)
+    dq = torch.empty((B, H, Sq, D), device=q.device, dtype=q.dtype)
+    dk = torch.empty((B, Hkv, Sk, D), device=q.device, dtype=k.dtype)
+    dv = torch.empty_like(dk)
+    inputs = dict(Q=q, K=k, V=v, DO=do, LSE=lse, DELTA=delta, **_strides("q", q, "m"), **_strides("k", k, "n"),
+                  **_strides("v", v, "n"), **_strides("do", do, "m"), sm_scale=spec.scale, **common)
+    _launch("dkdv", Sk, B * Hkv, DK=dk, DV=dv, **_strides("dk", dk, "n"), **inputs)
+    nb = spec.t5_num_buckets
+    t5_rows = triton.cdiv(Sq, T5_GRAD_ROWS)
+    nb_pad = max(16, triton.next_power_of_2(nb))
+    t5_grad = torch.empty((B * H, t5_rows, nb_pad) if spec.t5_rel is not None else (1,),
+                          device=q.device, dtype=torch.float32)
+    _launch("dq", Sq, B * H, DQ=dq, T5BUCKET=spec.t5_bucket if spec.t5_bucket is not None else lse,
+            T5GRAD=t5_grad, t5_rows=t5_rows, NB_PAD=nb_pad, **_strides("dq", dq, "m"), **inputs)
+    dt5 = None
+    if spec.t5_rel is not None:  # a fixed-order sum over batch and query blocks: deterministic
+        dt5 = t5_grad.view(B, H, t5_rows, nb_pad).sum(dim=(0, 2))[:, :nb]
+    return dq, dk, dv, dt5
+
+
+# ---------------------------------------------------------------------------------------------
+# Autograd and the public functions
+# ---------------------------------------------------------------------------------------------
+
+
+def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
+                             num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
+    """T5's bucket of relative_position = key_pos − query_pos, exactly Hugging Face's formula.
+
+    Small distances get a bucket each; larger ones share log-spaced buckets up to max_distance and
+    the last bucket beyond. The float32 log and the truncation by `.to(torch.long)` are kept as
+    they are, since a bucket that moves by one at an exact boundary changes the model.
+    """
+    buckets = 0
+    if bidirectional:
+        num_buckets //= 2
+        buckets += (relative_position > 0).to(torch.long) * num_buckets
+        relative_position = torch.abs(relative_position)
+    else:
+        relative_position = -torch.min(relative_position, torch.zeros_like(relative_position))
+    max_exact = num_buckets // 2
+    is_small = relative_position < max_exact
+    log_ratio = torch.log(relative_position.float() / max_exact) / math.log(max_distance / max_exact)
+    large = max_exact + (log_ratio * (num_buckets - max_exact)).to(torch.long)
+    large = torch.min(large, torch.full_like(large, num_buckets - 1))
+    return buckets + torch.where(is_small, relative_position, large)
+
+
+@functools.lru_cache(maxsize=64)
+def _t5_bucket_table(device: torch.device, num_buckets: int, max_distance: int, bidirectional: bool):
+    """Buckets of r = -L..L with L = max(max_distance, num_buckets), and L.
+
+    Beyond ±L the bucket no longer changes (it is saturated past max_distance), so the kernels
+    clamp r into the table. The table comes from the torch formula on the tensors' own device,
+    so the kernels reproduce that device's float32 log rounding bit for bit. Computing the log in
+    the kernel (Triton's approximate log and division) risks moving the distances where the exact
+    value is an integer, e.g. r = 64 for the default 32/128, into the neighbouring bucket.
+    """
+    L = max(max_distance, num_buckets)
+    rel = torch.arange(-L, L + 1, device=device)
+    return relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.int32), L
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, t5_bias, spec: _Spec):
+        if t5_bias is not None:  # (H, 2L+1): the bias of every clamped relative position, log2 units
+            spec.t5_rel = (t5_bias.detach().float()[:, spec.t5_bucket.long()] * LOG2E).contiguous()
+        o, lse = _forward(q, k, v, spec)
+        ctx.save_for_backward(q, k, v, o, lse)
+        ctx.spec = spec
+        ctx.t5_dtype = t5_bias.dtype if t5_bias is not None else None
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, o, lse = ctx.saved_tensors
+        do = do if do.stride(-1) == 1 else do.contiguous()
+        dq, dk, dv, dt5 = _backward(do, q, k, v, o, lse, ctx.spec)
+        if dt5 is not None:
+            dt5 = dt5.to(ctx.t5_dtype)
+        return dq, dk, dv, dt5, None
+
+
+def _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window) -> None:
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(f"attention expects q (B, H, Sq, D) and k, v (B, Hkv, Sk, D), got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    B, H, _, D = q.shape
+    if k.shape != v.shape or k.shape[0] != B or k.shape[3] != D:
+        raise ValueError(f"k and v must be (B={B}, Hkv, Sk, D={D}) alike, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if H % k.shape[1]:
+        raise ValueError(f"query heads ({H}) must be a multiple of key/value heads ({k.shape[1]})")
+    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (B, k.shape[2]):
+        raise ValueError(f"key_padding_mask must be (B, Sk) = {(B, k.shape[2])}, got {tuple(key_padding_mask.shape)}")
+    if alibi_slopes is not None and tuple(alibi_slopes.shape) != (H,):
+        raise ValueError(f"alibi_slopes must be (H,) = ({H},), got {tuple(alibi_slopes.shape)}")
+    if t5_bias is not None and (t5_bias.dim() != 2 or t5_bias.shape[0] != H):
+        raise ValueError(f"t5_bias must be (H={H}, num_buckets), got {tuple(t5_bias.shape)}")
+    if window is not None and window < 0:
+        raise ValueError(f"window must be >= 0 or None, got {window}")
+
+
+def _validate_t5(t5_bias, num_buckets: int, max_distance: int, bidirectional: bool) -> None:
+    if t5_bias is None:
+        return
+    if t5_bias.shape[1] != num_buckets:
+        raise ValueError(f"t5_bias has {t5_bias.shape[1]} buckets but t5_num_buckets={num_buckets}")
+    max_exact = (num_buckets // 2 if bidirectional else num_buckets) // 2
+    if max_exact < 1 or max_distance <= max_exact:
+        # the log-spaced buckets would divide by log(max_distance / max_exact) <= 0
+        raise ValueError(f"T5 buckets need t5_max_distance > {max(max_exact, 0)} (the exact range) for "
+                         f"num_buckets={num_buckets}, bidirectional={bidirectional}; got {max_distance}")
+
+
+def _check_kernel_inputs(q, k, v) -> None:
+    if not (q.dtype == k.dtype == v.dtype) or q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"attention kernel takes q, k, v of one dtype among float16, bfloat16, float32; "
+                         f"got {q.dtype}, {k.dtype}, {v.dtype}")
+    if q.shape[3] > 256:
+        raise ValueError(f"attention kernel supports head dims up to 256, got {q.shape[3]}")
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16:
+        raise RuntimeError("the Triton interpreter has no bfloat16: run bf16 attention on CUDA or use torch")
+
+
+def attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mask=None, alibi_slopes=None,
+              t5_bias=None, t5_num_buckets=32, t5_max_distance=128, t5_bidirectional=True):
+    """Fused attention softmax(scale·QKᵀ + bias)·V over (B, H, Sq, D) queries, never materializing scores.
+
+    k, v are (B, Hkv, Sk, D) with H a multiple of Hkv (grouped-query attention). `causal` aligns
+    bottom-right (query i sits at position i + Sk − Sq); `window` w keeps keys with |pos_i − j| ≤ w;
+    `key_padding_mask` (B, Sk) is True where keys are attended. `alibi_slopes` (H,) adds
+    −slope·|pos_i − j|; `t5_bias` (H, num_buckets) adds the learned T5 bias of bucket(j − pos_i)
+    and receives a (deterministic) gradient. Rows that see no key return 0. The scale defaults to
+    1/sqrt(D). Runs on CUDA, or on CPU with TRITON_INTERPRET=1; otherwise raises RuntimeError.
+    """
+    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window)
+    _validate_t5(t5_bias, t5_num_buckets, t5_max_distance, t5_bidirectional)
+    check_device(q, k, v, key_padding_mask, alibi_slopes, t5_bias)
+    _check_kernel_inputs(q, k, v)
+    B, H, Sq, D = q.shape
+    if q.numel() == 0 or k.shape[2] == 0:  # nothing to attend to: every row is empty
+        return q.new_zeros(q.shape)
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    spec = _Spec(
+        causal=bool(causal),
+        scale=float(D**-0.5 if scale is None else scale),
+        window=None if window is None else int(window),
+        kpm=None if key_padding_mask is None else key_padding_mask.to(torch.uint8).contiguous(),
+        alibi2=None if alibi_slopes is None else (alibi_slopes.detach().float() * LOG2E).contiguous(),
+        t5_bucket=None,
+    )
+    if t5_bias is not None:
+        spec.t5_bucket, spec.t5_L = _t5_bucket_table(q.device, t5_num_buckets, t5_max_distance, t5_bidirectional)
+        spec.t5_num_buckets = t5_num_buckets
+    return _FlashAttention.apply(q, k, v, t5_bias, spec)
+
+
+def reference_attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mask=None,
+                        alibi_slopes=None, t5_bias=None, t5_num_buckets=32, t5_max_distance=128,
+                        t5_bidirectional=True):
+    """Plain-torch `attention`: materializes the (B, H, Sq, Sk) scores. Half precision is computed in
+    float32, float64 stays float64; the result has q's dtype. Rows that see no key return 0."""
+    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window)
+    _validate_t5(t5_bias, t5_num_buckets, t5_max_distance, t5_bidirectional)
+    B, H, Sq, D = q.shape
+    Hkv, Sk = k.shape[1], k.shape[2]
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    group = H // Hkv
+    qf = q.to(dtype)
+    kf = k.to(dtype).repeat_interleave(group, dim=1)
+    vf = v.to(dtype).repeat_interleave(group, dim=1)
+    scores = (qf @ kf.transpose(-1, -2)) * (D**-0.5 if scale is None else scale)  # (B, H, Sq, Sk)
+    pos = torch.arange(Sq, device=q.device)[:, None] + (Sk - Sq)  # query positions, bottom-right
+    rel = torch.arange(Sk, device=q.device)[None, :] - pos  # key minus query position (Sq, Sk)
+    if alibi_slopes is not None:
+        scores = scores - alibi_slopes.to(dtype)[:, None, None] * rel.abs().to(dtype)
+    if t5_bias is not None:
+        buckets = relative_position_bucket(rel, t5_bidirectional, t5_num_buckets, t5_max_distance)
+        scores = scores + t5_bias.to(dtype)[:, buckets]
+    keep = torch.ones(Sq, Sk, dtype=torch.bool, device=q.device)
+    if causal:
+        keep = keep & (rel <= 0)
+    if window is not None:
+        keep = keep & (rel.abs() <= window)
+    keep = keep[None, None].expand(B, H, Sq, Sk)
+    if key_padding_mask is not None:
+        keep = keep & key_padding_mask.bool()[:, None, None, :]
+    scores = scores.masked_fill(~keep, float("-inf"))
+    # rows with no key: softmax over all -inf is NaN, so give them finite scores and zero weights
+    alive = keep.any(dim=-1, keepdim=True)
+    probs = torch.softmax(scores.masked_fill(~alive, 0.0), dim=-1) * alive
+    return (probs @ vf).to(q.dtype)

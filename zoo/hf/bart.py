@@ -1,0 +1,83 @@
+"""BART checkpoints (`BartForConditionalGeneration`, model_type "bart") → `zoo.models.Bart`.
+
+Names are close to ours; the table below renames the rest. The token embedding may be stored as
+`model.shared`, as either stack's `embed_tokens`, or only as the tied `lm_head` (newer checkpoints
+keep one copy); `final_logits_bias` may be missing (Hugging Face then uses zeros).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.hf import load_mapped, register
+from zoo.hf.bert import hf_activation
+from zoo.models.bart import Bart, BartConfig
+
+RENAMES = (  # applied in order to each key, after the "model." prefix is removed
+    ("encoder.embed_positions", "encoder_positions"),
+    ("decoder.embed_positions", "decoder_positions"),
+    ("encoder.layernorm_embedding", "encoder_embed_norm"),
+    ("decoder.layernorm_embedding", "decoder_embed_norm"),
+    ("attn.out_proj", "attn.o_proj"),
+    ("encoder_attn_layer_norm", "cross_attn_norm"),
+    ("encoder_attn.", "cross_attn."),
+    ("self_attn_layer_norm", "self_attn_norm"),
+    ("fc1", "mlp.up_proj"),
+    ("fc2", "mlp.down_proj"),
+    ("final_layer_norm", "mlp_norm"),
+)
+EMBEDDINGS = ("model.shared.weight", "model.encoder.embed_tokens.weight", "model.decoder.embed_tokens.weight",
+              "lm_head.weight")
+
+
+def rename(key: str) -> str:
+    key = key.removeprefix("model.")
+    for theirs, ours in RENAMES:
+        key = key.replace(theirs, ours)
+    return key
+
+
+def _check(cfg: dict) -> None:
+    unsupported = [k for k in ("normalize_before", "add_final_layer_norm", "static_position_embeddings",
+                               "add_bias_logits") if cfg.get(k)]
+    if cfg.get("normalize_embedding") is False:
+        unsupported.append("normalize_embedding=false")
+    if unsupported:
+        raise ZooError(f"BART variants with {', '.join(unsupported)} are not supported "
+                       "(zoo implements bart-base/large)")
+    for enc, dec in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
+        if cfg.get(enc) != cfg.get(dec):
+            raise ZooError(f"BART checkpoints with {enc} ≠ {dec} are not supported")
+
+
+def bart_config(cfg: dict, shared: torch.Tensor, head) -> BartConfig:
+    eos = cfg.get("eos_token_id", 2)
+    return BartConfig(
+        vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("max_position_embeddings", 1024), d_model=cfg["d_model"],
+        n_layer=cfg["encoder_layers"], n_decoder_layer=cfg["decoder_layers"], n_head=cfg["encoder_attention_heads"],
+        d_ff=cfg["encoder_ffn_dim"], activation=hf_activation(cfg.get("activation_function", "gelu"), "BART"),
+        scale_embedding=bool(cfg.get("scale_embedding", False)),
+        tie_embeddings=head is None or torch.equal(head, shared),
+        dropout=cfg.get("dropout", 0.1), attn_dropout=cfg.get("attention_dropout", 0.0),
+        activation_dropout=cfg.get("activation_dropout", 0.0),
+        pad_token_id=cfg.get("pad_token_id", 1), bos_token_id=cfg.get("bos_token_id", 0),
+        eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        decoder_start_token_id=cfg.get("decoder_start_token_id", 2), attn_impl="eager",
+    )
+
+
+@register("bart")
+def bart(cfg: dict, state: dict) -> Bart:
+    _check(cfg)
+    shared = next((state[k] for k in EMBEDDINGS if k in state), None)
+    if shared is None:
+        raise ZooError("this BART checkpoint has no token embedding (model.shared.weight)")
+    config = bart_config(cfg, shared, state.get("lm_head.weight"))
+    model = Bart(config)
+    m = {"embed_tokens.weight": shared, "final_logits_bias": torch.zeros(1, config.vocab_size)}
+    for key, value in state.items():
+        if key in EMBEDDINGS[:3] or (key == "lm_head.weight" and config.tie_embeddings):
+            continue
+        m[rename(key)] = value
+    return load_mapped(model, state, m)

@@ -1,0 +1,97 @@
+"""BERT checkpoints (`BertForMaskedLM`, `BertForPreTraining`, model_type "bert") → `zoo.models.Bert`.
+
+Hugging Face nests each block as attention.self.{query,key,value}, attention.output.{dense,LayerNorm},
+intermediate.dense, output.{dense,LayerNorm}; the MLM head lives under cls.predictions. Newer
+checkpoints leave out the decoder weight (tied to the word embeddings) and the pooler (a masked-LM
+model has none); old TensorFlow-era ones call LayerNorm parameters gamma/beta.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.hf import load_mapped, register
+from zoo.models.bert import Bert, BertConfig
+
+# Hugging Face activation names → ours (shared by the BERT, T5 and BART converters)
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
+                  "silu": "silu", "swish": "silu", "quick_gelu": "quick_gelu"}
+
+RENAMES = (  # applied in order to each key, after the "bert." prefix is removed
+    ("embeddings.word_embeddings", "embed_tokens"),
+    ("embeddings.position_embeddings", "embed_positions"),
+    ("embeddings.token_type_embeddings", "embed_token_types"),
+    ("embeddings.LayerNorm", "embed_norm"),
+    ("encoder.layer.", "encoder.layers."),
+    ("attention.self.query", "self_attn.q_proj"),
+    ("attention.self.key", "self_attn.k_proj"),
+    ("attention.self.value", "self_attn.v_proj"),
+    ("attention.output.dense", "self_attn.o_proj"),
+    ("attention.output.LayerNorm", "self_attn_norm"),
+    ("intermediate.dense", "mlp.up_proj"),
+    ("output.dense", "mlp.down_proj"),
+    ("output.LayerNorm", "mlp_norm"),
+    ("pooler.dense", "pooler"),
+    ("cls.predictions.transform.dense", "head_transform"),
+    ("cls.predictions.transform.LayerNorm", "head_norm"),
+    ("cls.predictions.decoder.weight", "lm_head.weight"),
+    ("cls.predictions.bias", "lm_head.bias"),
+)
+SKIPPED = ("position_ids", "token_type_ids", "cls.seq_relationship", "cls.predictions.decoder.bias")
+
+
+def hf_activation(name: str, family: str) -> str:
+    if name not in HF_ACTIVATIONS:
+        raise ZooError(f"activation '{name}' of this {family} checkpoint is not supported; "
+                       f"zoo knows {', '.join(sorted(HF_ACTIVATIONS))}")
+    return HF_ACTIVATIONS[name]
+
+
+def rename(key: str) -> str:
+    key = key.removeprefix("bert.")
+    for theirs, ours in RENAMES:
+        key = key.replace(theirs, ours)
+    if key.endswith(".gamma"):
+        key = key[: -len("gamma")] + "weight"
+    elif key.endswith(".beta"):
+        key = key[: -len("beta")] + "bias"
+    return key
+
+
+def bert_config(cfg: dict, state: dict) -> BertConfig:
+    if cfg.get("position_embedding_type", "absolute") != "absolute":
+        raise ZooError(f"BERT position_embedding_type '{cfg['position_embedding_type']}' is not supported; "
+                       "zoo implements absolute positions")
+    if cfg.get("is_decoder") or cfg.get("add_cross_attention"):
+        raise ZooError("decoder BERT checkpoints (is_decoder/add_cross_attention) are not supported")
+    words = state["bert.embeddings.word_embeddings.weight"]
+    decoder = state.get("cls.predictions.decoder.weight")
+    return BertConfig(
+        vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("max_position_embeddings", 512),
+        type_vocab_size=cfg.get("type_vocab_size", 2), d_model=cfg["hidden_size"], n_layer=cfg["num_hidden_layers"],
+        n_head=cfg["num_attention_heads"], d_ff=cfg["intermediate_size"],
+        activation=hf_activation(cfg.get("hidden_act", "gelu"), "BERT"), norm_eps=cfg.get("layer_norm_eps", 1e-12),
+        tie_embeddings=decoder is None or torch.equal(decoder, words),
+        pooler="bert.pooler.dense.weight" in state,
+        dropout=cfg.get("hidden_dropout_prob", 0.1), attn_dropout=cfg.get("attention_probs_dropout_prob", 0.1),
+        pad_token_id=cfg.get("pad_token_id") or 0, attn_impl="eager",
+    )
+
+
+@register("bert")
+def bert(cfg: dict, state: dict) -> Bert:
+    state = {k if k.startswith(("bert.", "cls.")) else f"bert.{k}": v for k, v in state.items()}
+    if "bert.embeddings.word_embeddings.weight" not in state:
+        raise ZooError("this BERT checkpoint has no word embeddings; it is not a BERT model")
+    if "cls.predictions.transform.dense.weight" not in state:
+        raise ZooError("this BERT checkpoint has no masked-LM head (cls.predictions); "
+                       "save it from BertForMaskedLM or BertForPreTraining")
+    if "cls.predictions.bias" not in state and "cls.predictions.decoder.bias" in state:
+        state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
+    config = bert_config(cfg, state)
+    model = Bert(config)
+    m = {rename(k): v for k, v in state.items() if not any(s in k for s in SKIPPED)}
+    if config.tie_embeddings:
+        m.pop("lm_head.weight", None)
+    return load_mapped(model, state, m)

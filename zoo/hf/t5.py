@@ -1,0 +1,102 @@
+"""T5 checkpoints (`T5ForConditionalGeneration`, v1.0 and v1.1; model_type "t5") → `zoo.models.T5`.
+
+Hugging Face numbers the sublayers of a block: layer.0 is self-attention, then (decoder only)
+layer.1 cross-attention (`EncDecAttention`), and the last is the MLP (`DenseReluDense`: wi, or
+wi_0/wi_1 when gated, and wo). Only block 0 of each stack stores `relative_attention_bias`.
+
+Tying: v1.0 ties the head to `shared` and rescales the decoder output by d_model^-½; v1.1 has its
+own head and no rescaling. Older configs say so with `tie_word_embeddings`; transformers ≥ 5 always
+writes `tie_word_embeddings: true` and records the rescaling as `scale_decoder_outputs`. A head
+missing from the weights is re-tied to the shared embedding; one present and different is untied.
+"""
+
+from __future__ import annotations
+
+import re
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.hf import load_mapped, register
+from zoo.hf.bert import hf_activation
+from zoo.models.t5 import T5, T5Config
+
+BLOCK = re.compile(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(.+)")
+ATTENTION = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj"}
+MLP = {"wi": "up_proj", "wi_0": "gate_proj", "wi_1": "up_proj", "wo": "down_proj"}
+
+
+def feed_forward(proj: str) -> tuple[str, bool]:
+    """HF `feed_forward_proj` ("relu", "gated-gelu", ...) → (our activation, gated)."""
+    parts = proj.split("-")
+    gated = len(parts) == 2 and parts[0] == "gated"
+    if len(parts) > 2 or (len(parts) == 2 and not gated):
+        raise ZooError(f"T5 feed_forward_proj '{proj}' is not supported; expected 'ACT' or 'gated-ACT'")
+    if proj == "gated-gelu":  # Hugging Face maps this one to the tanh approximation (gelu_new)
+        return "gelu_tanh", True
+    return hf_activation(parts[-1], "T5"), gated
+
+
+def rename(key: str) -> str | None:
+    """Our name for a T5 weight, or None for weights with no counterpart."""
+    if key in ("encoder.final_layer_norm.weight", "decoder.final_layer_norm.weight"):
+        return key.replace("final_layer_norm", "norm")
+    m = BLOCK.fullmatch(key)
+    if m is None:
+        return None
+    stack, block, sub, rest = m.group(1), int(m.group(2)), int(m.group(3)), m.group(4)
+    roles = ("self_attn", "cross_attn", "mlp") if stack == "decoder" else ("self_attn", "mlp")
+    role = roles[sub]
+    if rest.startswith("layer_norm."):
+        return f"{stack}.layers.{block}.{role}_norm.{rest.split('.')[-1]}"
+    module, name, kind = rest.split(".")
+    if name == "relative_attention_bias":
+        return f"{stack}.relative_bias.relative_attention_bias.weight" if role == "self_attn" else None
+    table = MLP if role == "mlp" else ATTENTION
+    return f"{stack}.layers.{block}.{role}.{table[name]}.{kind}"
+
+
+def shared_embedding(state: dict) -> torch.Tensor:
+    for name in ("shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"):
+        if name in state:
+            return state[name]
+    raise ZooError("this T5 checkpoint has no token embedding (shared.weight)")
+
+
+def t5_config(cfg: dict, state: dict) -> T5Config:
+    activation, gated = feed_forward(cfg.get("feed_forward_proj", "relu"))
+    shared, head = shared_embedding(state), state.get("lm_head.weight")
+    scale = cfg["scale_decoder_outputs"] if "scale_decoder_outputs" in cfg else cfg.get("tie_word_embeddings", True)
+    eos = cfg.get("eos_token_id", 1)
+    pad = cfg.get("pad_token_id")
+    pad = 0 if pad is None else pad
+    start = cfg.get("decoder_start_token_id")
+    return T5Config(
+        vocab_size=cfg["vocab_size"], d_model=cfg["d_model"], d_kv=cfg["d_kv"], d_ff=cfg["d_ff"],
+        n_layer=cfg["num_layers"], n_decoder_layer=cfg.get("num_decoder_layers") or cfg["num_layers"],
+        n_head=cfg["num_heads"], activation=activation, gated_mlp=gated,
+        relative_num_buckets=cfg.get("relative_attention_num_buckets", 32),
+        relative_max_distance=cfg.get("relative_attention_max_distance", 128),
+        norm_eps=cfg.get("layer_norm_epsilon", 1e-6),
+        tie_embeddings=head is None or torch.equal(head, shared), scale_decoder_outputs=bool(scale),
+        dropout=cfg.get("dropout_rate", 0.1), attn_dropout=cfg.get("dropout_rate", 0.1),
+        pad_token_id=pad, eos_token_id=eos[0] if isinstance(eos, list) else eos,
+        decoder_start_token_id=pad if start is None else start,  # T5 starts decoding from <pad>
+        init_factor=cfg.get("initializer_factor", 1.0), attn_impl="eager",
+    )
+
+
+@register("t5")
+def t5(cfg: dict, state: dict) -> T5:
+    if not any(k.startswith("decoder.") for k in state):
+        raise ZooError("this T5 checkpoint has no decoder (a T5EncoderModel?); zoo loads T5ForConditionalGeneration")
+    config = t5_config(cfg, state)
+    model = T5(config)
+    m = {"embed_tokens.weight": shared_embedding(state)}
+    if not config.tie_embeddings:
+        m["lm_head.weight"] = state["lm_head.weight"]
+    for key, value in state.items():
+        name = rename(key)
+        if name is not None:
+            m[name] = value
+    return load_mapped(model, state, m)
