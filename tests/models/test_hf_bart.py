@@ -13,7 +13,7 @@ from zoo.models import Bart, BartConfig
 
 transformers = pytest.importorskip("transformers")
 
-from test_hf_t5 import padded, redraw, seq2seq_check  # noqa: E402
+from tests.models.test_hf_t5 import padded, redraw, seq2seq_check  # noqa: E402
 
 
 def hf_bart(**kw):
@@ -67,7 +67,7 @@ def test_bart_length_limit_and_counts():
 
 
 def test_bart_triton_matches_eager(monkeypatch):
-    from test_hf_bert import count_calls
+    from tests.models.test_hf_bert import count_calls
 
     calls = count_calls(monkeypatch, "attention", "layer_norm")
     cfg = BartConfig(vocab_size=50, max_seq_len=16, d_model=16, n_layer=1, n_head=2, d_ff=32, dropout=0.0,

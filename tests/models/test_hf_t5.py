@@ -92,7 +92,7 @@ def test_t5_num_parameters_and_config():
 
 
 def test_t5_triton_matches_eager(monkeypatch):
-    from test_hf_bert import count_calls
+    from tests.models.test_hf_bert import count_calls
 
     calls = count_calls(monkeypatch, "attention", "rms_norm")
     cfg = T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, n_layer=1, n_head=2, relative_num_buckets=8,

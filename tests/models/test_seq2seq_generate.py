@@ -8,7 +8,7 @@ import zoo
 
 transformers = pytest.importorskip("transformers")
 
-from test_hf_t5 import redraw  # noqa: E402
+from tests.models.test_hf_t5 import redraw  # noqa: E402
 
 MAX_NEW = 12
 
