@@ -2,7 +2,9 @@
 configuration and weights: same batch, same process, same optimizer, measured interleaved.
 
 One training step = forward, next-token cross-entropy, backward, AdamW step. Reported: median step
-time over `--steps` timed steps (after `--warmup`), tokens/s = batch·seq / median, and the ratio.
+time over `--steps` timed steps (after `--warmup`), tokens/s = batch·seq / median, and the ratios.
+HF is timed twice: called as users call it (`model(input_ids=...)`, which with GPT-2's default
+`config.use_cache=True` also fills a KV cache during training), and with `use_cache=False`.
 Writes `benchmarks/results/train_throughput-<device>.json` (and `.csv`).
 
     python benchmarks/train_throughput.py [--device cpu] [--d-model 256 --layers 4 --heads 4 --seq 256 --batch 8]
@@ -47,12 +49,12 @@ def build_models(args):
     return ours.to(args.device).train(), hf.to(args.device).train()
 
 
-def make_step(model, is_hf: bool, lr: float = 1e-4):
+def make_step(model, is_hf: bool, lr: float = 1e-4, **call):
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
 
     def step(ids: torch.Tensor) -> float:
         inputs, labels = ids[:, :-1], ids[:, 1:]
-        logits = model(input_ids=inputs).logits if is_hf else model(input_ids=inputs)
+        logits = model(input_ids=inputs, **call).logits if is_hf else model(input_ids=inputs)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -73,6 +75,7 @@ def measure(args) -> dict:
     batches = [torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g).to(args.device) for _ in range(4)]
     steps = {"zoo": make_step(ours, False), "hf": make_step(hf, True)}
     first = {name: fn(batches[0]) for name, fn in steps.items()}  # identical weights → identical first loss
+    steps["hf_no_cache"] = make_step(hf, True, use_cache=False)
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
         for name, fn in steps.items():  # interleaved, so background load hits both alike
@@ -89,6 +92,7 @@ def measure(args) -> dict:
         "median_step_s": med,
         "tokens_per_s": {name: tokens / m for name, m in med.items()},
         "speedup_zoo_over_hf": med["hf"] / med["zoo"],
+        "speedup_zoo_over_hf_no_cache": med["hf_no_cache"] / med["zoo"],
         "all_step_s": times,
     }
 
@@ -133,13 +137,14 @@ def main(argv=None) -> int:
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "median_step_s", "tokens_per_s", "device", "batch", "seq", "d_model", "layers", "torch", "date"])
-        for name in ("zoo", "hf"):
+        for name in ("zoo", "hf", "hf_no_cache"):
             w.writerow([name, f"{result['median_step_s'][name]:.4f}", f"{result['tokens_per_s'][name]:.0f}", dev,
                         args.batch, args.seq, args.d_model, args.layers, torch.__version__, record["date"]])
     print(f"device {dev}, batch {args.batch} × seq {args.seq}, d_model {args.d_model}, {args.layers} layers, fp32")
-    print(f"{'model':<6}{'median step (s)':>18}{'tokens/s':>12}")
-    for name in ("zoo", "hf"):
-        print(f"{name:<6}{result['median_step_s'][name]:>18.4f}{result['tokens_per_s'][name]:>12.0f}")
+    print(f"{'model':<12}{'median step (s)':>18}{'tokens/s':>12}")
+    for name in ("zoo", "hf", "hf_no_cache"):
+        print(f"{name:<12}{result['median_step_s'][name]:>18.4f}{result['tokens_per_s'][name]:>12.0f}")
+    print(f"zoo / hf_no_cache speed-up: {result['speedup_zoo_over_hf_no_cache']:.2f}×")
     print(f"zoo / hf speed-up: {result['speedup_zoo_over_hf']:.2f}×   (first-step loss zoo {result['first_step_loss']['zoo']:.5f},"
           f" hf {result['first_step_loss']['hf']:.5f})")
     print(f"wrote {RESULTS / stem}.json and .csv")

@@ -22,6 +22,7 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p.add_argument("--config", default=str(CONFIGS / "gpt" / "nano.yaml"), help="model/data/trainer YAML")
     p.add_argument("--prompt", default="A class definition", help="text the sample continues")
     p.add_argument("--tokens", type=int, default=60, help="sample length in tokens")
+    p.add_argument("--save-results", default=None, help="also write the figures to this JSON file")
     return p.parse_known_args(argv)
 
 
@@ -48,6 +49,22 @@ def report(cli, prompt: str, tokens: int, seconds: float) -> dict:
     return {"val_ppl": ppl, "val_loss": loss, "unigram_ppl": baseline, "sample": sample, "checkpoint": ckpt}
 
 
+def save(path: str, figures: dict, seconds: float, config: str, extra: list[str]) -> None:
+    import datetime
+    import json
+    import platform
+
+    import lightning
+    import torch
+
+    record = {"benchmark": "demo", "date": datetime.date.today().isoformat(), "config": config, "overrides": extra,
+              "device": f"cpu-{platform.machine()}-{torch.get_num_threads()}threads",
+              "train_seconds_incl_data": round(seconds, 1),
+              "versions": {"torch": torch.__version__, "lightning": lightning.__version__}, **figures}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     from zoo.errors import ZooError
     from zoo.lightning_cli import ZooCLI
@@ -55,8 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parse(sys.argv[1:] if argv is None else argv)
     try:
         start = time.time()
+        sys.argv = sys.argv[:1]  # the demo's own flags are parsed; LightningCLI gets `args` only
         cli = ZooCLI(args=["fit", "-c", args.config, *extra])
-        report(cli, args.prompt, args.tokens, time.time() - start)
+        seconds = time.time() - start
+        figures = report(cli, args.prompt, args.tokens, seconds)
+        if args.save_results:
+            save(args.save_results, figures, seconds, args.config, extra)
     except ZooError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
