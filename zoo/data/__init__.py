@@ -7,6 +7,7 @@ blocks) → ``text.TextDataModule`` (the Lightning face of it all).
 """
 
 from zoo.data.cleaning import CleaningReport, clean_documents, normalize_text, split_paragraphs
+from zoo.data.images import ImageTextDataModule
 from zoo.data.packing import PackedBlocks
 from zoo.data.sources import Document, load_documents, pydoc_documents
 from zoo.data.split import split_documents
@@ -40,3 +41,8 @@ __all__ = [
     "split_paragraphs",
     "train_tokenizer",
 ]
+from zoo.data.classification import ClassificationDataModule
+from zoo.data.pretraining import MaskedLMDataModule
+from zoo.data.pretraining import SpanCorruptionDataModule
+from zoo.data.pretraining import TextInfillingDataModule
+__all__ += ["ClassificationDataModule", "MaskedLMDataModule", "SpanCorruptionDataModule", "TextInfillingDataModule"]

@@ -1,0 +1,223 @@
+"""Sequence classification fine-tuning, two ways:
+
+- an encoder's pooled head (BERT; Devlin et al., 2019): dropout and a linear classifier on the
+  pooler output (tanh(dense(h_[CLS]))), trained with cross-entropy;
+- text-to-text (T5, Raffel et al., 2020; BART, Lewis et al., 2020): the label's name is the
+  decoder's target. Predictions rank the label names by their log-likelihood under the model
+  ("score", rank classification: always a valid label), or take the greedy decode ("generate",
+  where a text matching no label counts as an error).
+
+Both report accuracy and macro-F1 (``torchmetrics``). ``init_from`` starts from a pre-trained
+zoo checkpoint (weights loaded through ``zoo.checkpoint.model_from_checkpoint``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from zoo.errors import ZooError
+from zoo.tasks.base import Schedule, Task, lr_multiplier, parameter_groups
+from zoo.tasks.masked_lm import reset_metrics
+from zoo.tasks.seq2seq_lm import check_special_ids, seq2seq_loss
+
+Mode = Literal["auto", "head", "text_to_text"]
+Predict = Literal["score", "generate"]
+
+
+def load_pretrained(model: nn.Module, path: str) -> nn.Module:
+    """Copy a zoo checkpoint's weights into ``model`` (same family and shapes), in place."""
+    from zoo.checkpoint import model_from_checkpoint
+
+    pretrained, _ = model_from_checkpoint(path)
+    family, mine = getattr(pretrained, "family", None), getattr(model, "family", None)
+    if family != mine:
+        raise ZooError(f"init_from '{path}' holds a {family} model but the config builds a {mine}; "
+                       f"pass a {mine} checkpoint")
+    state = pretrained.state_dict()
+    if getattr(model, "pooler", None) is not None and not any(k.startswith("pooler.") for k in state):
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith("pooler.")})  # fresh pooler
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
+        raise ZooError(f"init_from '{path}' does not fit the configured model ({first}); "
+                       "use the architecture the checkpoint was trained with") from err
+    return model
+
+
+class SequenceClassification(Task):
+    """Fine-tune a model to classify texts (batches from `zoo.data.ClassificationDataModule`).
+
+    Logs train/val loss, ``val/acc`` and ``val/macro_f1``.
+
+    Args:
+        model: `zoo.models.Bert` (pooled head) or an encoder-decoder (`T5`, `Bart`: text-to-text).
+        optimizer: optimizer factory (default AdamW).
+        schedule: "cosine", "linear" or "constant" after warm-up.
+        warmup_steps: optimizer steps of linear warm-up.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        num_labels: classes; None reads `num_labels` off the data module at setup.
+        mode: "head", "text_to_text", or "auto" (text-to-text for models that have `generate`).
+        predict_with: text-to-text predictions by "score" (rank the label names) or "generate".
+        classifier_dropout: dropout before the linear classifier (head mode).
+        init_from: a zoo `.ckpt` to load the model's weights from before fine-tuning.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerCallable = torch.optim.AdamW,
+        schedule: Schedule = "cosine",
+        warmup_steps: int = 20,
+        min_lr_ratio: float = 0.1,
+        num_labels: Optional[int] = None,
+        mode: Mode = "auto",
+        predict_with: Predict = "score",
+        classifier_dropout: float = 0.1,
+        init_from: Optional[str] = None,
+    ):
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        self.text_to_text = mode == "text_to_text" or (mode == "auto" and hasattr(model, "generate"))
+        if self.text_to_text and not hasattr(model, "shift_right"):
+            raise ZooError(f"mode text_to_text needs an encoder-decoder; {type(model).__name__} is not one")
+        self.predict_with, self.classifier_dropout, self.init_from = predict_with, classifier_dropout, init_from
+        self.pretrained_tokenizer = None
+        if init_from:
+            load_pretrained(model, init_from)
+            from zoo.checkpoint import read_checkpoint
+
+            self.pretrained_tokenizer = (read_checkpoint(init_from).get("zoo") or {}).get("tokenizer")
+        self.num_labels: Optional[int] = None
+        self.register_buffer("label_targets", torch.zeros(0, 0, dtype=torch.long), persistent=False)
+        self.val_loss = MeanMetric()
+        if num_labels is not None:
+            self._build(num_labels)
+
+    # ----------------------------------------------------------------- set-up
+    def _build(self, num_labels: int) -> None:
+        """The classifier (head mode) and the metrics, once the number of classes is known."""
+        if num_labels < 2:
+            raise ZooError(f"classification needs at least 2 labels, got {num_labels}")
+        self.num_labels = num_labels
+        if not self.text_to_text and not hasattr(self, "classifier"):
+            width = self.model.config.d_model
+            self.classifier = nn.Sequential(nn.Dropout(self.classifier_dropout), nn.Linear(width, num_labels))
+        self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
+        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        if self.num_labels is None:
+            self._build(dm.num_labels)
+            self.to(self.device)
+        elif dm.num_labels != self.num_labels:
+            raise ZooError(f"the data has {dm.num_labels} labels but num_labels={self.num_labels}; "
+                           "fix --model.init_args.num_labels")
+        if self.pretrained_tokenizer and dm.tokenizer.to_str() != self.pretrained_tokenizer:
+            raise ZooError(f"the data module's tokenizer is not the one {self.init_from} was trained with; "
+                           f"set --data.init_args.tokenizer {self.init_from}")
+        if self.text_to_text:
+            check_special_ids(self.model, dm)
+            self.set_label_targets(dm.label_target_ids())
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        reset_metrics(self)
+
+    def set_label_targets(self, targets: list[list[int]]) -> None:
+        """Each label name's target ids (C, L), -100 padded, for rank classification."""
+        table = torch.full((len(targets), max(map(len, targets))), -100, dtype=torch.long)
+        for i, ids in enumerate(targets):
+            table[i, : len(ids)] = torch.tensor(ids)
+        self.label_targets = table.to(self.device)
+
+    # ----------------------------------------------------------------- objective
+    def _step(self, batch: dict) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Loss and, in head mode, the class logits (B, C)."""
+        if self.text_to_text:
+            loss, _ = seq2seq_loss(self.model, batch, batch["target_ids"])
+            return loss, None
+        pooled = self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        logits = self.classifier(pooled)  # (B, C)
+        return F.cross_entropy(logits.float(), batch["labels"]), logits
+
+    def predict_labels(self, batch: dict) -> torch.Tensor:
+        """Predicted class indices (B,)."""
+        if not self.text_to_text:
+            return self.classifier(self.model.pooled(batch["input_ids"], batch.get("attention_mask"),
+                                                     batch.get("token_type_ids"))).argmax(-1)
+        return self._generate_labels(batch) if self.predict_with == "generate" else self._score_labels(batch)
+
+    def _score_labels(self, batch: dict) -> torch.Tensor:
+        """Rank classification: the label whose name has the highest summed log-probability."""
+        B, C = batch["input_ids"].shape[0], self.label_targets.shape[0]
+        memory = self.model.encode(batch["input_ids"], batch.get("attention_mask"))  # (B, S, D)
+        targets = self.label_targets.repeat(B, 1)  # (B·C, L): row b·C + c is label c for item b
+        mask = batch.get("attention_mask")
+        logits = self.model(None, attention_mask=mask.repeat_interleave(C, 0) if mask is not None else None,
+                            decoder_input_ids=self.model.shift_right(targets),
+                            encoder_hidden_states=memory.repeat_interleave(C, 0))  # (B·C, L, V)
+        logp = torch.log_softmax(logits.float(), -1).gather(-1, targets.clamp(min=0)[..., None]).squeeze(-1)
+        return (logp * (targets != -100)).sum(-1).view(B, C).argmax(-1)
+
+    def _generate_labels(self, batch: dict) -> torch.Tensor:
+        """Greedy decode compared with each label's target; no match counts as a wrong class."""
+        L = self.label_targets.shape[1]
+        out = self.model.generate(batch["input_ids"], attention_mask=batch.get("attention_mask"), max_new_tokens=L)
+        decoded = F.pad(out[:, 1:], (0, max(0, L - out.shape[1] + 1)), value=-100)[:, :L]  # (B, L)
+        pad = self.model.config.pad_token_id
+        decoded = decoded.masked_fill(decoded == pad, -100)  # padding after eos is not part of the answer
+        match = (decoded[:, None, :] == self.label_targets[None]).all(-1)  # (B, C)
+        wrong = (batch["labels"] + 1) % self.label_targets.shape[0]
+        return torch.where(match.any(-1), match.float().argmax(-1), wrong)
+
+    def configure_optimizers(self) -> dict:
+        # The base groups only `self.model`; the classifier head must be trained too.
+        optimizer = self.optimizer_factory(parameter_groups(self))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        fn = lambda step: lr_multiplier(step, self.warmup_steps, total, self.schedule, self.min_lr_ratio)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ----------------------------------------------------------------- loops
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logits = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["labels"]))
+        if logits is not None:
+            self.train_acc(logits.detach().argmax(-1), batch["labels"])
+            self.log("train/acc", self.train_acc, batch_size=len(batch["labels"]))
+        self._log_lr()
+        return loss
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def _evaluate(self, batch: dict, split: str) -> None:
+        loss, _ = self._step(batch)
+        preds = self.predict_labels(batch)
+        n = len(batch["labels"])
+        self.val_loss.update(loss, weight=n)
+        self.val_acc(preds, batch["labels"])
+        self.val_f1(preds, batch["labels"])
+        self.log(f"{split}/loss", self.val_loss, prog_bar=True, batch_size=n)
+        self.log(f"{split}/acc", self.val_acc, prog_bar=True, batch_size=n)
+        self.log(f"{split}/macro_f1", self.val_f1, prog_bar=True, batch_size=n)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        checkpoint["zoo"]["labels"] = list(getattr(dm, "label_names", []) or [])
+        checkpoint["zoo"]["num_labels"] = self.num_labels
