@@ -25,6 +25,7 @@ from zoo.data.tokenizer import (
 __all__ = [
     "CleaningReport",
     "Document",
+    "ImageTextDataModule",
     "PackedBlocks",
     "TextDataModule",
     "TokenizerKind",

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
+from torchmetrics import Metric
 
 Schedule = Literal["cosine", "linear", "constant"]
 
@@ -38,6 +39,18 @@ def parameter_groups(model: nn.Module) -> list[dict]:
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
     return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def reset_metrics(module: nn.Module) -> None:
+    """Give every torchmetrics state a fresh, ordinary tensor.
+
+    A `trainer.validate` creates metric states under `torch.inference_mode`; the validation inside
+    a later `trainer.fit` runs without it and may not update such tensors in place. Called from
+    `Task.on_fit_start`, this lets one task be validated, fitted and validated again (as benchmarks do).
+    """
+    for metric in module.modules():
+        if isinstance(metric, Metric):
+            metric.reset()
 
 
 class Task(L.LightningModule):
@@ -79,13 +92,16 @@ class Task(L.LightningModule):
         return getattr(dm, "tokenizer", None)
 
     def on_fit_start(self) -> None:
+        reset_metrics(self)
         # The tokenizer travels with the run, next to the checkpoints and logs.
         tok = self.tokenizer()
-        # Only with a logger: without one, log_dir falls back to the working directory.
-        if tok is not None and self.trainer.is_global_zero and self.trainer.logger is not None and self.trainer.log_dir:
+        # `trainer.log_dir` broadcasts from rank 0, so every rank must read it (reading it on rank 0
+        # only hangs DDP). Only with a logger: without one it falls back to the working directory.
+        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None
+        if tok is not None and log_dir and self.trainer.is_global_zero:
             from pathlib import Path
 
-            path = Path(self.trainer.log_dir) / "tokenizer.json"
+            path = Path(log_dir) / "tokenizer.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             tok.save(str(path))
             self.tokenizer_file = str(path)

@@ -9,26 +9,14 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from zoo.errors import ZooError
-from zoo.tasks.base import Schedule, Task
+from zoo.tasks.base import Schedule, Task, reset_metrics  # noqa: F401 (re-exported)
 
 IGNORE_INDEX = -100
-
-
-def reset_metrics(module: nn.Module) -> None:
-    """Give every torchmetrics state a fresh, ordinary tensor.
-
-    A `trainer.validate` creates metric states under `torch.inference_mode`; the validation inside
-    a later `trainer.fit` runs without it and may not update such tensors in place. Called from
-    `on_fit_start`, this lets one task be validated, fitted and validated again (as benchmarks do).
-    """
-    for metric in module.modules():
-        if isinstance(metric, Metric):
-            metric.reset()
 
 
 def masked_positions(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
