@@ -79,7 +79,63 @@ def generate(
     return text
 
 
-EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate}
+def inspect(
+    model: str,
+    text: str,
+    layer: int = 0,
+    head: int = 0,
+    top_k: int = 5,
+    out_dir: str = "inspect",
+    max_values: int = 4,
+    decoder_text: str = "",
+    image: Optional[str] = None,
+    stack: Optional[str] = None,
+) -> None:
+    """Walk one forward pass of a model step by step, as a textbook does.
+
+    Prints the tokens and their ids, the embeddings, each layer's normalised input, Q/K/V, the MLP,
+    the attention scores and weights of one layer and head (tables; heatmaps of every head), and the
+    top-k predictions with their probabilities.
+
+    Args:
+        model: a `.ckpt` file written by `zoo fit`, a Hugging Face checkpoint directory, or a hub name.
+        text: GPT: the text to continue. BERT: a text with [MASK] where a word is missing. T5, BART:
+            the encoder input. CLIP: candidate captions separated by `|`.
+        layer: the layer whose attention is printed as tables and saved as heatmaps.
+        head: the head whose scores and weights are printed.
+        top_k: how many predictions to list.
+        out_dir: folder for the attention heatmaps (PNG, every head of the chosen layer).
+        max_values: how many first values of each vector to print.
+        decoder_text: T5, BART: decoder tokens already generated; the next one is predicted.
+        image: CLIP: an image file, or `digits:<index>` for scikit-learn's handwritten digits.
+        stack: show the attention of this stack only (e.g. encoder, decoder, vision_model, text_model);
+            default every stack.
+    """
+    from zoo.inspection import inspect_model
+
+    inspect_model(model, text, layer, head, top_k, out_dir, max_values, decoder_text, image, stack)
+
+
+def _checkout_compare() -> Callable:
+    """`compare` from the checkout's benchmarks/architectures.py: benchmarks ship with the source, not
+    the package, so the file is loaded by path (its top level is stdlib only: cheap at start-up)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "architectures.py"
+    if not path.is_file():
+        def compare() -> None:
+            """Compare GPT, BERT, T5 and BART (benchmarks/architectures.py of a source checkout)."""
+            raise ZooError(f"zoo compare runs {path}, which this installation lacks; run it from a source checkout")
+
+        return compare
+    spec = importlib.util.spec_from_file_location("zoo_benchmarks_architectures", path)
+    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.compare
+
+
+EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect, "compare": _checkout_compare()}
 
 
 def _known_keys() -> list[str]:

@@ -16,7 +16,7 @@ i + Sk − Sq, so a decoding step against a KV cache is causal-correct); `window
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,12 @@ from torch import nn
 
 from zoo.blocks.backend import AttnImpl, triton_usable, warn_once
 from zoo.blocks.positions import apply_rotary, t5_bias_matrix
+
+
+# Inspection hook (`zoo inspect`): when set, the eager path calls it with q, k, v (k and v with their
+# heads repeated for GQA), the scores scale·QKᵀ + bias with masked keys at -inf, and the softmax
+# weights. None by default, so the hot paths never see it.
+score_recorder: Optional[Callable[..., None]] = None
 
 
 @dataclass
@@ -129,6 +135,8 @@ def _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask,
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1).to(q.dtype)
+        if score_recorder is not None:
+            score_recorder(q=q, k=k, v=v, scores=scores, weights=weights)
         weights = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
         out = torch.matmul(weights, v)
     else:

@@ -1,0 +1,488 @@
+"""`zoo inspect`: one forward pass walked through as a textbook does (Vaswani et al., 2017, §3): the
+tokens and their ids, the embedding tables and embedded vectors, each layer's normalised input,
+queries, keys and values, the scores scale·QKᵀ + bias + mask and their softmax for a chosen layer and
+head, the MLP, and the top-k predictions with their probabilities.
+
+The model is not changed. Forward hooks read every module's input and output, and for that one pass
+the attention modules run their `eager` backend (`Attention.record_weights`), whose
+`zoo.blocks.attention.score_recorder` hands over Q, K, V, the scores and the weights exactly as they
+were used: with RoPE applied, ALiBi or T5 biases added and masked keys at -inf.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+
+from zoo.blocks import Attention, LearnedPositions, PatchEmbedding, SinusoidalPositions, TransformerStack
+from zoo.blocks import attention as attention_module
+from zoo.errors import ZooError
+
+MASK_TOKENS = ("[MASK]", "<mask>")
+MAX_TABLE = 12  # rows/columns of a printed attention matrix before the middle is elided
+MAX_ROWS = 6  # token rows printed per embedding
+
+
+@dataclass
+class AttentionRecord:
+    """What one attention module computed (eager path)."""
+
+    q: torch.Tensor  # (B, H, Sq, D), after RoPE
+    k: torch.Tensor  # (B, Hkv, Sk, D)
+    v: torch.Tensor  # (B, Hkv, Sk, D)
+    scores: torch.Tensor  # (B, H, Sq, Sk): scale·QKᵀ + bias, masked keys -inf
+    weights: torch.Tensor  # (B, H, Sq, Sk): softmax of the scores
+
+
+class Recording:
+    """The first input and output of every named module during one forward pass, and each
+    attention's internals. Use `with Recording(model).active(): model(...)`."""
+
+    def __init__(self, model: nn.Module):
+        self.model = model
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, Any] = {}
+        self.attention: dict[str, AttentionRecord] = {}
+        self._current: Optional[tuple[str, Attention]] = None
+
+    def _hook(self, name: str):
+        def hook(module, args, output):
+            if args and torch.is_tensor(args[0]):
+                self.inputs.setdefault(name, args[0].detach())
+            self.outputs.setdefault(name, output.detach() if torch.is_tensor(output) else output)
+        return hook
+
+    def _enter(self, name: str):
+        def pre_hook(module, args):
+            self._current = (name, module)
+        return pre_hook
+
+    def _on_scores(self, q, k, v, scores, weights) -> None:
+        name, module = self._current
+        group = module.n_head // module.n_kv_head  # undo the GQA repeat: show the real key/value heads
+        rec = AttentionRecord(q.detach(), k[:, ::group].detach(), v[:, ::group].detach(), scores.detach(),
+                              weights.detach())
+        self.attention.setdefault(name, rec)
+
+    @contextmanager
+    def active(self):
+        handles, saved = [], {}
+        for name, module in self.model.named_modules():
+            if name:
+                handles.append(module.register_forward_hook(self._hook(name)))
+            if isinstance(module, Attention):
+                handles.append(module.register_forward_pre_hook(self._enter(name)))
+                saved[module] = module.record_weights
+        previous = attention_module.score_recorder
+        attention_module.score_recorder = self._on_scores
+        try:
+            for module in saved:
+                module.record_weights = True  # the eager path: scores materialised
+            yield self
+        finally:
+            attention_module.score_recorder = previous
+            for module, flag in saved.items():
+                module.record_weights, module.last_weights = flag, None
+            for h in handles:
+                h.remove()
+
+
+@dataclass
+class Pass:
+    """One family's forward pass: token labels per stack, the call, and what it predicts."""
+
+    labels: dict[str, list[str]]  # stack name → labels of its positions
+    ids: dict[str, list[int]]  # stack name → token ids (empty for image patches)
+    run: Callable[[], Any]
+    predict: Callable[[Any, int], list[tuple[str, list[tuple]]]]  # output, k → [(heading, rows)]
+    notes: list[str]
+
+
+# ----------------------------------------------------------------------------- the families' passes
+def _encode(tok, text: str, special: bool = True) -> list[int]:
+    return list(tok.encode(text, add_special_tokens=special).ids)
+
+
+def _labels(tok, ids: list[int]) -> list[str]:
+    return [tok.id_to_token(i) or f"<{i}>" for i in ids]
+
+
+def _check_length(n: int, limit: Optional[int], what: str) -> None:
+    if limit is not None and n > limit:
+        raise ZooError(f"{what} is {n} tokens but the model's context holds {limit}; shorten it")
+
+
+def _top_k(logits: torch.Tensor, k: int, tok) -> list[tuple]:
+    """(rank, id, token, probability, logit) of the k most likely ids of one (V,) logit row."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    top = probs.topk(min(k, probs.numel()))
+    return [(r + 1, int(i), repr(tok.id_to_token(int(i))), float(p), float(logits[i]))
+            for r, (p, i) in enumerate(zip(top.values, top.indices))]
+
+
+def _gpt_pass(net, tok, text, decoder_text, image) -> Pass:
+    ids = _encode(tok, text)
+    c = net.config
+    _check_length(len(ids), c.max_seq_len if c.position in ("learned", "sinusoidal") else None, "--text")
+    x, labels = torch.tensor([ids]), _labels(tok, ids)
+    predict = lambda logits, k: [(f"next token after {labels[-1]!r}", _top_k(logits[0, -1], k, tok))]  # noqa: E731
+    return Pass({"decoder": labels}, {"decoder": ids}, lambda: net(x), predict, [])
+
+
+def _bert_pass(net, tok, text, decoder_text, image) -> Pass:
+    mask_tok = next((t for t in MASK_TOKENS if tok.token_to_id(t) is not None), None)
+    if mask_tok is None:
+        raise ZooError(f"the tokenizer has no mask token ({' or '.join(MASK_TOKENS)}) for BERT to fill in")
+    ids = _encode(tok, text)
+    _check_length(len(ids), net.config.max_seq_len, "--text")
+    where = [i for i, t in enumerate(ids) if t == tok.token_to_id(mask_tok)]
+    if not where:
+        raise ZooError(f"--text has no {mask_tok} token for BERT to fill in; put one where a word is missing, "
+                       f"e.g. --text \"The capital of France is {mask_tok}.\"")
+    x, labels = torch.tensor([ids]), _labels(tok, ids)
+    predict = lambda logits, k: [(f"masked position {p}", _top_k(logits[0, p], k, tok)) for p in where]  # noqa: E731
+    return Pass({"encoder": labels}, {"encoder": ids}, lambda: net(x), predict, [])
+
+
+def _seq2seq_pass(net, tok, text, decoder_text, image) -> Pass:
+    c, limit = net.config, getattr(net.config, "max_seq_len", None)
+    ids = _encode(tok, text)
+    dec = [c.decoder_start_token_id] + (_encode(tok, decoder_text, special=False) if decoder_text else [])
+    _check_length(len(ids), limit, "--text")
+    _check_length(len(dec), limit, "the decoder input (start token + --decoder_text)")
+    x, d = torch.tensor([ids]), torch.tensor([dec])
+    labels = {"encoder": _labels(tok, ids), "decoder": _labels(tok, dec)}
+    heading = f"next decoder token after {labels['decoder'][-1]!r}"
+    predict = lambda logits, k: [(heading, _top_k(logits[0, -1], k, tok))]  # noqa: E731
+    notes = [f"the encoder reads --text; the decoder starts from id {c.decoder_start_token_id}"
+             + (" and continues with --decoder_text" if decoder_text else "")]
+    return Pass(labels, {"encoder": ids, "decoder": dec}, lambda: net(input_ids=x, decoder_input_ids=d),
+                predict, notes)
+
+
+def _clip_image(image: Optional[str], size: int) -> tuple[torch.Tensor, str]:
+    """(1, 3, S, S) normalised pixels and a description, from a file or `digits:<index>`."""
+    if not image:
+        raise ZooError("CLIP needs an image: pass --image photo.png or --image digits:0 (scikit-learn's digits)")
+    if image.startswith("digits:"):
+        from zoo.data.images import digits
+
+        pixels, labels = digits(size)
+        try:
+            index = int(image.split(":", 1)[1])
+            return pixels[index][None], f"{image} (a handwritten {int(labels[index])})"
+        except (ValueError, IndexError):
+            raise ZooError(f"--image {image}: write digits:<index> with 0 <= index < {len(labels)}") from None
+    from zoo.data.images import load_image
+
+    if not Path(image).is_file():
+        raise ZooError(f"image '{image}' does not exist; pass an image file or digits:<index>")
+    return load_image(Path(image), size)[None], image
+
+
+def _clip_pass(net, tok, text, decoder_text, image) -> Pass:
+    c = net.config
+    captions = [s.strip() for s in text.split("|") if s.strip()]
+    if not captions:
+        raise ZooError('--text holds no caption; give candidate captions separated by |, e.g. "a cat | a dog"')
+    pixels, described = _clip_image(image, c.vision.image_size)
+    eos = c.text.eos_token_id
+    rows = [ids if ids and ids[-1] == eos else ids + [eos] for ids in (_encode(tok, s) for s in captions)]
+    for s, ids in zip(captions, rows):
+        _check_length(len(ids), c.text.max_seq_len, f"caption {s!r}")
+    from zoo.data.tokenizer import PAD_TOKENS, special_token_id
+
+    pad = special_token_id(tok, PAD_TOKENS)
+    pad = eos if pad is None else pad
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [pad] * (T - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    n = net.vision_model.patch_embed.num_patches
+    labels = {"vision_model.encoder": ["[class]"] + [f"patch{i}" for i in range(n)],
+              "text_model.encoder": _labels(tok, rows[0])}
+
+    def predict(out, k):
+        logits = out.logits_per_image[0]
+        probs = torch.softmax(logits.float(), dim=-1)
+        top = probs.topk(min(k, len(captions)))
+        rows_ = [(r + 1, int(i), repr(captions[int(i)]), float(p), float(logits[i]))
+                 for r, (p, i) in enumerate(zip(top.values, top.indices))]
+        return [(f"captions for {described}, logits = {float(out.logit_scale):.4f} × cos(image, caption)", rows_)]
+
+    notes = [f"image {described}: {tuple(pixels.shape)}, cut into {n} patches after a learned [class] vector",
+             f"the text tower reads {len(captions)} captions; caption 0 is shown (batch row 0)"]
+    return Pass(labels, {"vision_model.encoder": [], "text_model.encoder": rows[0]},
+                lambda: net(pixels, ids, mask), predict, notes)
+
+
+FAMILY_PASSES = {"gpt": _gpt_pass, "bert": _bert_pass, "t5": _seq2seq_pass, "bart": _seq2seq_pass,
+                 "clip": _clip_pass}
+
+
+# ----------------------------------------------------------------------------- printing
+def _vec(t: torch.Tensor, n: int) -> str:
+    flat = t.flatten()
+    more = ", …" if flat.numel() > n else ""
+    return "[" + ", ".join(f"{float(v):+.4f}" for v in flat[:n]) + more + "]"
+
+
+def _shape(t: torch.Tensor) -> str:
+    return "(" + ", ".join(map(str, t.shape)) + ")"
+
+
+def _line(label: str, t: torch.Tensor, values: torch.Tensor, n: int) -> str:
+    return f"    {label:<38} {_shape(t):<18} {_vec(values, n)}"
+
+
+def _kept(n: int) -> list[Optional[int]]:
+    """Indices to print of n rows/columns: all, or the first and last few around a None (…)."""
+    if n <= MAX_TABLE:
+        return list(range(n))
+    half = MAX_TABLE // 2
+    return list(range(half)) + [None] + list(range(n - half + 1, n))
+
+
+def _matrix(m: torch.Tensor, rows: list[str], cols: list[str]) -> list[str]:
+    """A (Sq, Sk) matrix as a text table, queries down, keys across."""
+    cut = lambda s: (s if len(s) <= 9 else s[:8] + "…")  # noqa: E731
+    ri, ci = _kept(m.shape[0]), _kept(m.shape[1])
+    head = " " * 14 + "".join(f"{'…' if j is None else cut(cols[j]):>10}" for j in ci)
+    lines = [head]
+    for i in ri:
+        if i is None:
+            lines.append(f"    {'…':<10}")
+            continue
+        cells = "".join(f"{'…':>10}" if j is None else f"{float(m[i, j]):>10.4f}" for j in ci)
+        lines.append(f"    {cut(rows[i]):<10}{cells}")
+    return lines
+
+
+def _heatmap(weights: torch.Tensor, rows: list[str], cols: list[str], title: str, path: Path) -> None:
+    """All heads' (H, Sq, Sk) weights side by side; matplotlib's Figure API leaves pyplot untouched."""
+    from matplotlib.figure import Figure
+
+    H = weights.shape[0]
+    ncols = min(H, 4)
+    nrows = -(-H // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 3.0 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h >= H:
+            ax.axis("off")
+            continue
+        im = ax.imshow(weights[h].float().numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"head {h}", fontsize=9)
+        ax.set_xlabel("key", fontsize=8)
+        ax.set_ylabel("query", fontsize=8)
+        if len(cols) <= 24:
+            ax.set_xticks(range(len(cols)), cols, fontsize=6, rotation=90)
+        if len(rows) <= 24:
+            ax.set_yticks(range(len(rows)), rows, fontsize=6)
+    fig.colorbar(im, ax=axes, shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    fig.savefig(path, dpi=110)
+
+
+def _position_scheme(stack: TransformerStack, absolute: bool) -> str:
+    if stack.rope is not None:
+        return "RoPE: Q and K rotated by position"
+    if stack.relative_bias is not None:
+        return f"T5 relative buckets: table {tuple(stack.relative_bias.table().shape)} added to the scores"
+    if stack.relative_position == "alibi":
+        return "ALiBi: -slope·|i-j| added to the scores, slopes " + _vec(stack.alibi, 4)
+    return "absolute, added to the embeddings" if absolute else "none"
+
+
+def _score_formula(stack: TransformerStack, attn: Attention, scores: torch.Tensor) -> str:
+    scale = attn.scale if attn.scale is not None else attn.head_dim ** -0.5
+    terms = [f"Q·Kᵀ × {scale:.4f}"]
+    if not attn.cross and stack.relative_bias is not None:
+        terms.append("T5 bias")
+    if not attn.cross and stack.relative_position == "alibi":
+        terms.append("ALiBi bias")
+    if attn.causal and not attn.cross:
+        terms.append("causal mask")
+    if attn.window is not None:
+        terms.append(f"window {attn.window}")
+    masked = "; masked keys score -inf" if bool(torch.isinf(scores).any()) else ""
+    return " + ".join(terms) + masked
+
+
+def _print_tokens(walk: Pass) -> None:
+    for name, ids in walk.ids.items():
+        if ids:
+            print(f"\ntokens of the {name} input ({len(ids)}):\n    pos  id       token")
+            for i, (t, label) in enumerate(zip(ids, walk.labels[name])):
+                print(f"    {i:<4} {t:<8} {label!r}")
+
+
+def _print_embeddings(net: nn.Module, rec: Recording, n: int) -> None:
+    print(f"\nembeddings: each table, and its output at the first positions (first {n} values)")
+    kinds = (nn.Embedding, LearnedPositions, SinusoidalPositions, PatchEmbedding)
+    for name, m in net.named_modules():
+        if not isinstance(m, kinds) or name not in rec.outputs:
+            continue
+        table = m.proj.weight if isinstance(m, PatchEmbedding) else getattr(m, "weight", getattr(m, "table", None))
+        out = rec.outputs[name]
+        what = "conv kernels" if isinstance(m, PatchEmbedding) else "table"
+        print(f"  {name}: {type(m).__name__}, {what} {_shape(table)} → output {_shape(out)}")
+        for i in range(min(out.shape[1], MAX_ROWS)):
+            print(f"    pos {i:<4} {_vec(out[0, i], n)}")
+
+
+def _block_lines(prefix: str, block, rec: Recording, head: int) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(label, tensor, first values) of one block's steps, in the order the block computes them."""
+    lines, norm = [], type(block.mlp_norm).__name__
+
+    def step(label: str, name: str, inputs: bool = False) -> None:
+        t = (rec.inputs if inputs else rec.outputs)[f"{prefix}{name}"]
+        lines.append((label, t, t[0, 0]))
+
+    step("x, the block input", "", inputs=True)
+    for kind in ("self_attn", "cross_attn"):
+        attn = getattr(block, kind)
+        if attn is None:
+            continue
+        if block.prenorm:
+            step(f"{norm}(x) → {kind} input", f".{kind}_norm")
+        r, src = rec.attention[f"{prefix}.{kind}"], "context" if attn.cross else "x"
+        kv = head // (attn.n_head // attn.n_kv_head)  # the key/value head this query head reads (GQA)
+        lines += [(f"Q = x·W_q (head {head})", r.q, r.q[0, head, 0]),
+                  (f"K = {src}·W_k (kv head {kv})", r.k, r.k[0, kv, 0]),
+                  (f"V = {src}·W_v (kv head {kv})", r.v, r.v[0, kv, 0]),
+                  ("scores (row 0)", r.scores, r.scores[0, head, 0]),
+                  ("weights = softmax(scores) (row 0)", r.weights, r.weights[0, head, 0])]
+        step("attention output, after W_o", f".{kind}")
+        if not block.prenorm:
+            step(f"{norm}(x + {kind})", f".{kind}_norm")
+    if block.prenorm:
+        step(f"{norm}(x) → MLP input", ".mlp_norm")
+    step(f"MLP hidden {'act(x·W_gate) ⊙ x·W_up' if block.mlp.gated else 'act(x·W_up)'}, {block.mlp.activation}",
+         ".mlp.down_proj", inputs=True)
+    step("MLP output, after W_down", ".mlp")
+    if not block.prenorm:
+        step(f"{norm}(x + MLP)", ".mlp_norm")
+    step("block output", "")
+    return lines
+
+
+def _print_stack(name: str, stack: TransformerStack, rec: Recording, labels: list[str], head: int, n: int) -> None:
+    first = stack.layers[0]
+    a, x0 = first.self_attn, rec.inputs[f"{name}.layers.0"]
+    arrangement = "pre-norm x + f(norm(x))" if first.prenorm else "post-norm norm(x + f(x))"
+    print(f"\n== {name}: {len(stack.layers)} blocks, d_model {x0.shape[-1]}, {a.n_head} heads × {a.head_dim}"
+          + (f" ({a.n_kv_head} key/value heads)" if a.n_kv_head != a.n_head else "")
+          + f", {'causal' if stack.causal else 'bidirectional'}, {arrangement}, {type(first.mlp_norm).__name__}")
+    absolute = any(isinstance(m, (LearnedPositions, SinusoidalPositions)) for m in rec.model.modules())
+    print(f"  positions: {_position_scheme(stack, absolute)}")
+    print(f"  input {_shape(x0)}, the embedded sequence:")
+    for i in range(min(x0.shape[1], MAX_ROWS)):
+        print(f"    {i:<4} {labels[i][:12]!r:<16} {_vec(x0[0, i], n)}")
+    for i, block in enumerate(stack.layers):
+        print(f"  layer {i}")
+        for label, t, values in _block_lines(f"{name}.layers.{i}", block, rec, head):
+            print(_line(label, t, values, n))
+    if stack.norm is not None:
+        out = rec.outputs[f"{name}.norm"]
+        print(_line(f"final {type(stack.norm).__name__}", out, out[0, 0], n))
+
+
+def _print_attention(name, stack, layer, head, rec, labels, context_labels, out_dir: Path) -> list[Path]:
+    """The chosen head's scores and weights as tables, and every head's weights as one heatmap."""
+    paths = []
+    for kind in ("self_attn", "cross_attn"):
+        attn = getattr(stack.layers[layer], kind)
+        if attn is None:
+            continue
+        key = f"{name}.layers.{layer}.{kind}"
+        cols = labels if kind == "self_attn" else context_labels
+        r = rec.attention[key]  # batch row 0, cropped to its labelled (unpadded) positions
+        scores, weights = r.scores[0, :, :len(labels), :len(cols)], r.weights[0, :, :len(labels), :len(cols)]
+        print(f"\n== {key}, head {head} of {attn.n_head} (rows: queries, columns: keys)")
+        print(f"  scores = {_score_formula(stack, attn, scores[head])}")
+        print("\n".join(_matrix(scores[head], labels, cols)))
+        print("  weights = softmax(scores), each row sums to 1")
+        print("\n".join(_matrix(weights[head], labels, cols)))
+        path = out_dir / f"{key.replace('.', '-')}.png"
+        _heatmap(weights, labels, cols, f"{key}: attention weights", path)
+        print(f"  heatmap of all {attn.n_head} heads: {path}")
+        paths.append(path)
+    return paths
+
+
+def _select_stacks(net: nn.Module, which: Optional[str], layer: int, head: int) -> list[tuple[str, TransformerStack]]:
+    stacks = [(n, m) for n, m in net.named_modules() if isinstance(m, TransformerStack)]
+    chosen = [(n, m) for n, m in stacks if not which or n == which or n.startswith(which)]
+    if not chosen:
+        raise ZooError(f"--stack {which} names no stack of this model; choose one of {', '.join(n for n, _ in stacks)}")
+    hint = "; pick one stack with --stack" if len(chosen) > 1 else ""
+    for n, m in chosen:
+        if not 0 <= layer < len(m.layers):
+            raise ZooError(f"--layer {layer} is out of range: {n} has {len(m.layers)} layers "
+                           f"(0..{len(m.layers) - 1}){hint}")
+        heads = m.layers[layer].self_attn.n_head
+        if not 0 <= head < heads:
+            raise ZooError(f"--head {head} is out of range: {n} has {heads} heads (0..{heads - 1}){hint}")
+    return chosen
+
+
+def _load(model: str) -> tuple[nn.Module, Any, str]:
+    from zoo.checkpoint import load_model
+
+    net, tok = load_model(model)
+    family = getattr(net, "family", None)
+    if tok is None:
+        raise ZooError(f"'{model}' carries no tokenizer; save tokenizer.json beside the weights")
+    if family not in FAMILY_PASSES:
+        raise ZooError(f"'{model}' is a {type(net).__name__}; zoo inspect walks {', '.join(FAMILY_PASSES)}")
+    return net.eval(), tok, family
+
+
+def _print_predictions(sections: list[tuple[str, list[tuple]]], id_name: str) -> None:
+    print("\n== prediction (softmax of the logits)")
+    for heading, rows in sections:
+        print(f"  top-{len(rows)} {heading}:")
+        for rank, i, token, p, logit in rows:
+            print(f"    #{rank:<3} {id_name}={i:<7} {token:<28} p={p:.6f}  logit={logit:+.4f}")
+
+
+def inspect_model(model: str, text: str, layer: int = 0, head: int = 0, top_k: int = 5, out_dir: str = "inspect",
+                  max_values: int = 4, decoder_text: str = "", image: Optional[str] = None,
+                  stack: Optional[str] = None) -> dict:
+    """Run `zoo inspect` (see `zoo.cli.inspect` for the arguments); returns the printed predictions,
+    the heatmap paths and the `Recording`."""
+    if not text or not text.strip():
+        raise ZooError('--text is empty; give the text to run through the model, e.g. --text "The cat sat"')
+    if top_k < 1 or max_values < 1:
+        raise ZooError(f"--top_k ({top_k}) and --max_values ({max_values}) must be at least 1")
+    net, tok, family = _load(model)
+    chosen = _select_stacks(net, stack, layer, head)
+    walk = FAMILY_PASSES[family](net, tok, text, decoder_text, image)
+    rec = Recording(net)
+    with torch.no_grad(), rec.active():
+        try:
+            out = walk.run()
+        except ValueError as err:  # a length or shape the model refuses
+            raise ZooError(str(err)) from None
+    params, dtype = sum(p.numel() for p in net.parameters()), next(net.parameters()).dtype
+    print(f"zoo inspect: {model}\n  {family} ({type(net).__name__}), {params:,} parameters, eval mode, {dtype}")
+    print(f"  vectors show their first {max_values} values at batch 0, position 0 (Q, K, V: head {head})")
+    for note in walk.notes:
+        print(f"  {note}")
+    _print_tokens(walk)
+    _print_embeddings(net, rec, max_values)
+    for name, m in net.named_modules():
+        if isinstance(m, TransformerStack):
+            _print_stack(name, m, rec, walk.labels[name], head, max_values)
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    heatmaps = [path for name, m in chosen for path in _print_attention(
+        name, m, layer, head, rec, walk.labels[name], walk.labels.get("encoder"), directory)]
+    sections = walk.predict(out, top_k)
+    _print_predictions(sections, "caption" if family == "clip" else "id")
+    return {"family": family, "predictions": sections, "heatmaps": heatmaps, "recording": rec}
