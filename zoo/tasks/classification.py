@@ -2,6 +2,9 @@
 
 - an encoder's pooled head (BERT; Devlin et al., 2019): dropout and a linear classifier on the
   pooler output (tanh(dense(h_[CLS]))), trained with cross-entropy;
+- a decoder's last-token head (GPT; Radford et al., 2018): the same classifier on the final hidden
+  state of each text's last real token, the only position that has read the whole text under
+  causal attention;
 - text-to-text (T5, Raffel et al., 2020; BART, Lewis et al., 2020): the label's name is the
   decoder's target. Predictions rank the label names by their log-likelihood under the model
   ("score", rank classification: always a valid label), or take the greedy decode ("generate",
@@ -52,13 +55,38 @@ def load_pretrained(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
+def decoder_hidden_states(model: nn.Module, input_ids: torch.Tensor,
+                          attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """A decoder-only model's final hidden states (B, T, C): `GPT.forward` without its LM head."""
+    B, T = input_ids.shape
+    positions = torch.arange(T, device=input_ids.device)[None].expand(B, -1)
+    x = model.embed_tokens(input_ids)  # (B, T, C)
+    if model.embed_positions is not None:
+        x = x + model.embed_positions(positions)
+    mask = attention_mask.bool() if attention_mask is not None else None
+    return model.decoder(model.drop(x), key_padding_mask=mask, position_ids=positions)
+
+
+def last_token_features(model: nn.Module, input_ids: torch.Tensor,
+                        attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The hidden state (B, C) of each text's last real token (inputs are right-padded)."""
+    hidden = decoder_hidden_states(model, input_ids, attention_mask)  # (B, T, C)
+    B, T = input_ids.shape
+    if attention_mask is None:
+        last = torch.full((B,), T - 1, device=input_ids.device)
+    else:
+        last = (attention_mask.long().sum(-1) - 1).clamp(min=0)  # (B,)
+    return hidden[torch.arange(B, device=hidden.device), last]
+
+
 class SequenceClassification(Task):
     """Fine-tune a model to classify texts (batches from `zoo.data.ClassificationDataModule`).
 
     Logs train/val loss, ``val/acc`` and ``val/macro_f1``.
 
     Args:
-        model: `zoo.models.Bert` (pooled head) or an encoder-decoder (`T5`, `Bart`: text-to-text).
+        model: `zoo.models.Bert` (pooled head), `zoo.models.GPT` (last-token head) or an
+            encoder-decoder (`T5`, `Bart`: text-to-text).
         optimizer: optimizer factory (default AdamW).
         schedule: "cosine", "linear" or "constant" after warm-up.
         warmup_steps: optimizer steps of linear warm-up.
@@ -82,11 +110,16 @@ class SequenceClassification(Task):
         predict_with: Predict = "score",
         classifier_dropout: float = 0.1,
         init_from: Optional[str] = None,
+        **kwargs,
     ):
-        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         self.text_to_text = mode == "text_to_text" or (mode == "auto" and hasattr(model, "generate"))
         if self.text_to_text and not hasattr(model, "shift_right"):
             raise ZooError(f"mode text_to_text needs an encoder-decoder; {type(model).__name__} is not one")
+        self.decoder_only = getattr(model, "family", None) == "gpt"
+        if not self.text_to_text and not (self.decoder_only or hasattr(model, "pooled")):
+            raise ZooError(f"mode head needs an encoder with a pooler (BERT) or a GPT; {type(model).__name__} "
+                           "is neither: use mode text_to_text")
         self.predict_with, self.classifier_dropout, self.init_from = predict_with, classifier_dropout, init_from
         self.pretrained_tokenizer = None
         if init_from:
@@ -147,15 +180,19 @@ class SequenceClassification(Task):
         if self.text_to_text:
             loss, _ = seq2seq_loss(self.model, batch, batch["target_ids"])
             return loss, None
-        pooled = self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
-        logits = self.classifier(pooled)  # (B, C)
+        logits = self.classifier(self.features(batch))  # (B, C)
         return F.cross_entropy(logits.float(), batch["labels"]), logits
+
+    def features(self, batch: dict) -> torch.Tensor:
+        """What the head mode's classifier reads (B, C): BERT's pooler output, GPT's last token."""
+        if self.decoder_only:
+            return last_token_features(self.model, batch["input_ids"], batch.get("attention_mask"))
+        return self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
     def predict_labels(self, batch: dict) -> torch.Tensor:
         """Predicted class indices (B,)."""
         if not self.text_to_text:
-            return self.classifier(self.model.pooled(batch["input_ids"], batch.get("attention_mask"),
-                                                     batch.get("token_type_ids"))).argmax(-1)
+            return self.classifier(self.features(batch)).argmax(-1)
         return self._generate_labels(batch) if self.predict_with == "generate" else self._score_labels(batch)
 
     def _score_labels(self, batch: dict) -> torch.Tensor:
