@@ -1,13 +1,28 @@
 """Training throughput of zoo's GPT against Hugging Face's `GPT2LMHeadModel` built with the identical
-configuration and weights: same batch, same process, same optimizer, measured interleaved.
+configuration and weights: same batch, same process, same optimizer (torch AdamW, defaults), fp32,
+every row timed interleaved with the others so that background load hits all alike.
 
-One training step = forward, next-token cross-entropy, backward, AdamW step. Reported: median step
-time over `--steps` timed steps (after `--warmup`), tokens/s = batch·seq / median, and the ratios.
-HF is timed twice: called as users call it (`model(input_ids=...)`, which with GPT-2's default
-`config.use_cache=True` also fills a KV cache during training), and with `use_cache=False`.
+One training step = forward, next-token cross-entropy, backward, AdamW step, on a batch `x` (B, seq)
+of token ids; the targets are `x` shifted left by one, the last position ignored (-100), which is what
+HF computes from `labels=x`. So every row trains on the same tokens and starts from the same loss.
+The rows, each exactly what it runs:
+
+- `zoo_labels`:  `zoo(x, labels=y)` — zoo as users (and `zoo.tasks.CausalLM`) train it: the head and
+  the loss fused and chunked (`zoo.blocks.loss`), no (B, seq, V) logits.
+- `hf_labels`:   `hf(input_ids=x, labels=x).loss` — HF as users train it; GPT-2's default
+  `config.use_cache=True` also fills a KV cache during training.
+- `hf_labels_no_cache`: the same with `use_cache=False`.
+- `zoo`:         `F.cross_entropy(zoo(x).flatten(0, 1), y.flatten())` — logits, then the loss.
+- `hf`, `hf_no_cache`: `F.cross_entropy(hf(input_ids=x[, use_cache=False]).logits ...)`, likewise.
+
+The rows of one model share one AdamW and keep training that model (timing does not depend on the
+weights); the first-step losses are taken before any step, under no_grad.
+
+Reported: median step time over `--steps` timed steps (after `--warmup`), tokens/s = batch·seq / median,
+and every zoo/HF ratio (HF median / zoo median: > 1 means zoo is faster).
 Writes `benchmarks/results/train_throughput-<device>.json` (and `.csv`).
 
-    python benchmarks/train_throughput.py [--device cpu] [--d-model 256 --layers 4 --heads 4 --seq 256 --batch 8]
+    python benchmarks/train_throughput.py [--device cpu] [--threads 2] [--d-model 256 --layers 4 --heads 4 --seq 256 --batch 8]
 """
 
 from __future__ import annotations
@@ -49,13 +64,39 @@ def build_models(args):
     return ours.to(args.device).train(), hf.to(args.device).train()
 
 
-def make_step(model, is_hf: bool, lr: float = 1e-4, **call):
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+ROWS = {  # what each row runs per step, recorded in the results file; x (B, seq), y = x shifted, last -100
+    "zoo_labels": "zoo(x, labels=y): fused, chunked head + loss (zoo.blocks.loss)",
+    "hf_labels": "hf(input_ids=x, labels=x).loss (HF's own loss; default use_cache=True)",
+    "hf_labels_no_cache": "hf(input_ids=x, labels=x, use_cache=False).loss",
+    "zoo": "F.cross_entropy(zoo(x) logits, y)",
+    "hf": "F.cross_entropy(hf(input_ids=x).logits, y) (default use_cache=True)",
+    "hf_no_cache": "F.cross_entropy(hf(input_ids=x, use_cache=False).logits, y)",
+}
+ZOO_ROWS, HF_ROWS = [r for r in ROWS if r.startswith("zoo")], [r for r in ROWS if r.startswith("hf")]
 
-    def step(ids: torch.Tensor) -> float:
-        inputs, labels = ids[:, :-1], ids[:, 1:]
-        logits = model(input_ids=inputs, **call).logits if is_hf else model(input_ids=inputs)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten())
+
+def loss_functions(ours, hf) -> dict:
+    """Each row's loss as a function of the batch `x` (B, seq); see the module docstring."""
+
+    def targets(x):  # next token of each position; the last has none
+        return F.pad(x[:, 1:], (0, 1), value=-100)
+
+    def ce(logits, x):
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets(x).flatten(), ignore_index=-100)
+
+    return {
+        "zoo_labels": lambda x: ours(x, labels=targets(x)),
+        "hf_labels": lambda x: hf(input_ids=x, labels=x).loss,
+        "hf_labels_no_cache": lambda x: hf(input_ids=x, labels=x, use_cache=False).loss,
+        "zoo": lambda x: ce(ours(x), x),
+        "hf": lambda x: ce(hf(input_ids=x).logits, x),
+        "hf_no_cache": lambda x: ce(hf(input_ids=x, use_cache=False).logits, x),
+    }
+
+
+def make_step(loss_fn, opt):
+    def step(x: torch.Tensor) -> float:
+        loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -72,13 +113,15 @@ def sync(device: str) -> None:
 def measure(args) -> dict:
     ours, hf = build_models(args)
     g = torch.Generator().manual_seed(1)
-    batches = [torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g).to(args.device) for _ in range(4)]
-    steps = {"zoo": make_step(ours, False), "hf": make_step(hf, True)}
-    first = {name: fn(batches[0]) for name, fn in steps.items()}  # identical weights → identical first loss
-    steps["hf_no_cache"] = make_step(hf, True, use_cache=False)
+    batches = [torch.randint(0, args.vocab, (args.batch, args.seq), generator=g).to(args.device) for _ in range(4)]
+    losses = loss_functions(ours, hf)
+    with torch.no_grad():  # identical weights → identical first loss on every row
+        first = {name: fn(batches[0]).item() for name, fn in losses.items()}
+    opts = {"zoo": torch.optim.AdamW(ours.parameters(), lr=1e-4), "hf": torch.optim.AdamW(hf.parameters(), lr=1e-4)}
+    steps = {name: make_step(fn, opts[name.split("_")[0]]) for name, fn in losses.items()}
     times = {name: [] for name in steps}
     for i in range(args.warmup + args.steps):
-        for name, fn in steps.items():  # interleaved, so background load hits both alike
+        for name, fn in steps.items():  # interleaved, so background load hits every row alike
             sync(args.device)
             t0 = time.perf_counter()
             fn(batches[i % len(batches)])
@@ -91,6 +134,7 @@ def measure(args) -> dict:
         "first_step_loss": first,
         "median_step_s": med,
         "tokens_per_s": {name: tokens / m for name, m in med.items()},
+        "speedup": {f"{z}_over_{h}": med[h] / med[z] for z in ZOO_ROWS for h in HF_ROWS},
         "speedup_zoo_over_hf": med["hf"] / med["zoo"],
         "speedup_zoo_over_hf_no_cache": med["hf_no_cache"] / med["zoo"],
         "all_step_s": times,
@@ -116,7 +160,10 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--attn-impl", default="torch", choices=["eager", "torch", "triton"])
     p.add_argument("--out", default=None, help="results file stem (default train_throughput-<device>)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import transformers
 
@@ -126,7 +173,7 @@ def main(argv=None) -> int:
         "benchmark": "train_throughput", "date": datetime.date.today().isoformat(), "device": dev,
         "dtype": "float32", "shape": {"batch": args.batch, "seq": args.seq, "d_model": args.d_model,
                                       "layers": args.layers, "heads": args.heads, "vocab": args.vocab},
-        "steps": args.steps, "warmup": args.warmup, "attn_impl": args.attn_impl,
+        "steps": args.steps, "warmup": args.warmup, "attn_impl": args.attn_impl, "rows": ROWS,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                      "python": platform.python_version()},
         **result,
@@ -137,18 +184,24 @@ def main(argv=None) -> int:
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["model", "median_step_s", "tokens_per_s", "device", "batch", "seq", "d_model", "layers", "torch", "date"])
-        for name in ("zoo", "hf", "hf_no_cache"):
+        for name in ROWS:
             w.writerow([name, f"{result['median_step_s'][name]:.4f}", f"{result['tokens_per_s'][name]:.0f}", dev,
                         args.batch, args.seq, args.d_model, args.layers, torch.__version__, record["date"]])
-    print(f"device {dev}, batch {args.batch} × seq {args.seq}, d_model {args.d_model}, {args.layers} layers, fp32")
-    print(f"{'model':<12}{'median step (s)':>18}{'tokens/s':>12}")
-    for name in ("zoo", "hf", "hf_no_cache"):
-        print(f"{name:<12}{result['median_step_s'][name]:>18.4f}{result['tokens_per_s'][name]:>12.0f}")
-    print(f"zoo / hf_no_cache speed-up: {result['speedup_zoo_over_hf_no_cache']:.2f}×")
-    print(f"zoo / hf speed-up: {result['speedup_zoo_over_hf']:.2f}×   (first-step loss zoo {result['first_step_loss']['zoo']:.5f},"
-          f" hf {result['first_step_loss']['hf']:.5f})")
+    print_table(record)
     print(f"wrote {RESULTS / stem}.json and .csv")
     return 0
+
+
+def print_table(record: dict) -> None:
+    s = record["shape"]
+    print(f"device {record['device']}, batch {s['batch']} × seq {s['seq']}, d_model {s['d_model']}, {s['layers']} layers, fp32")
+    print(f"{'row':<20}{'median step (s)':>16}{'tokens/s':>10}{'first loss':>12}  runs")
+    for name, what in ROWS.items():
+        print(f"{name:<20}{record['median_step_s'][name]:>16.4f}{record['tokens_per_s'][name]:>10.0f}"
+              f"{record['first_step_loss'][name]:>12.5f}  {what}")
+    print("zoo speed-up (HF median / zoo median):")
+    for pair, ratio in record["speedup"].items():
+        print(f"  {pair:<40}{ratio:.2f}×")
 
 
 if __name__ == "__main__":

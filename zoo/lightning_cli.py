@@ -1,5 +1,10 @@
 """LightningCLI for zoo: tasks and data modules in subclass mode (chosen by `class_path` in YAML), the
 vocabulary size linked from the data module into the model, and input checks that end in one line.
+
+Every run gets `zoo.callbacks.default_callbacks()` (throughput/MFU, non-finite loss handling, random
+state for exact resumption) unless its config lists a callback of the same class, which then wins.
+`--ckpt_path last` finds the newest `last*.ckpt` of earlier runs (each run logs to a new version
+folder, where Lightning's own "last" would look in vain).
 """
 
 from __future__ import annotations
@@ -33,9 +38,34 @@ class ZooCLI(LightningCLI):
             "data.model_vocab_size", "model.init_args.model.init_args.config.vocab_size", apply_on="instantiate"
         )
 
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        from zoo.callbacks import default_callbacks
+
+        trainer_cfg = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
+        given = trainer_cfg.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        extra = [cb for cb in default_callbacks() if not any(type(g) is type(cb) for g in given)]
+        trainer_cfg["callbacks"] = given + extra
+        return super().instantiate_trainer(**kwargs)
+
+    def _resolve_last(self, cfg) -> None:
+        """`--ckpt_path last` → the newest last*.ckpt in this run's checkpoint folders, all versions."""
+        folders = {Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
+        logger = self.trainer.loggers[0] if self.trainer.loggers else None
+        if logger is not None and logger.save_dir is not None:
+            folders |= set((Path(logger.save_dir) / str(logger.name)).glob("*/checkpoints"))
+        folders.add(Path(self.trainer.default_root_dir) / "checkpoints")
+        found = [p for folder in folders for p in folder.glob("last*.ckpt")]
+        if found:  # none: Lightning warns and starts fresh, so `--ckpt_path last` can be set and forgotten
+            newest = str(max(found, key=lambda p: p.stat().st_mtime))
+            cfg.ckpt_path = self.config_init[self.subcommand].ckpt_path = newest
+
     def _check_ckpt_path(self) -> None:
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
         ckpt = getattr(cfg, "ckpt_path", None) if cfg is not None else None
+        if ckpt == "last" and self.subcommand:
+            self._resolve_last(cfg)
+            ckpt = cfg.ckpt_path
         if ckpt is None or ckpt in CKPT_ALIASES:
             return
         if not Path(ckpt).is_file():

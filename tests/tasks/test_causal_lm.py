@@ -56,3 +56,37 @@ def test_training_reduces_loss_on_a_fixed_batch():
         task._loss(batch)[0].backward()
         opt.step()
     assert task._loss(batch)[0].item() < 0.5 * first
+
+
+def test_training_step_uses_the_fused_loss_and_its_perplexity_matches_the_logits():
+    """Training goes through `GPT(..., labels=)` (no logits); its loss, gradients and the logged
+    perplexity equal cross-entropy and torchmetrics' Perplexity on the logits, padding included."""
+    import warnings
+
+    from torchmetrics.text import Perplexity
+
+    task = CausalLM(tiny_gpt())
+    assert task.fused_loss
+    calls, forward = [], task.model.forward
+    task.model.forward = lambda *a, **kw: calls.append(sorted(kw)) or forward(*a, **kw)  # record how it is called
+    g = torch.Generator().manual_seed(5)
+    batches = []
+    for pad in (0, 5):  # the second batch has ignored positions, so the token weighting matters
+        ids = torch.randint(0, 50, (2, 13), generator=g)
+        labels = ids[:, 1:].clone()
+        labels[1, labels.shape[1] - pad:] = -100
+        batches.append({"input_ids": ids[:, :-1], "labels": labels})
+    reference = Perplexity(ignore_index=-100)
+    for batch in batches:
+        with warnings.catch_warnings():  # no trainer attached here: self.log only warns
+            warnings.simplefilter("ignore")
+            loss = task.training_step(batch, 0)
+        fused_grads = torch.autograd.grad(loss, list(task.model.parameters()))
+        ref_loss, logits = task._loss(batch)
+        ref_grads = torch.autograd.grad(ref_loss, list(task.model.parameters()))
+        assert loss.dim() == 0 and "labels" in calls[-2] and "labels" not in calls[-1]  # fused, then the logits
+        assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6)
+        for g_fused, g_ref in zip(fused_grads, ref_grads):
+            torch.testing.assert_close(g_fused, g_ref, rtol=1e-5, atol=1e-5 * g_ref.abs().max().item() + 1e-9)
+        reference.update(logits.detach(), batch["labels"])
+    assert task.train_ppl.compute().item() == pytest.approx(reference.compute().item(), rel=1e-5)

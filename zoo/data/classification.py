@@ -28,6 +28,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from zoo.data.cleaning import clean_documents, split_paragraphs
+from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.sources import load_documents, read_text_file
 from zoo.data.text import TextDataModule
 from zoo.data.tokenizer import TokenizerKind, eos_token_id, load_tokenizer, pad_token_id
@@ -286,9 +287,11 @@ class ClassificationDataModule(LightningDataModule):
         }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(self.encode(split), batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          collate_fn=self.collate, num_workers=self.num_workers)
+        if shuffle:  # seeded, sharded over ranks, resumable mid-epoch
+            return resumable_loader(self.encode(split), self.batch_size, self.seed, self.trainer,
+                                    collate_fn=self.collate, num_workers=self.num_workers)
+        return evaluation_loader(self.encode(split), self.batch_size, self.seed, collate_fn=self.collate,
+                                 num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -32,6 +32,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
+from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.tokenizer import eos_token_id, load_tokenizer, pad_token_id, train_tokenizer
 from zoo.errors import ZooError
 
@@ -387,11 +388,13 @@ class ImageTextDataModule(LightningDataModule):
         return self._loader(self.dataset("test"), shuffle=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        # Contrastive batches must be full-size on every rank: drop the short last training batch.
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, generator=generator,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
-                          collate_fn=Collate(self.pad_token_id), drop_last=shuffle and len(dataset) > self.batch_size)
+        kwargs = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0,
+                  "collate_fn": Collate(self.pad_token_id)}
+        if shuffle:  # seeded, sharded over ranks, resumable mid-epoch
+            # Contrastive batches must be full-size on every rank: drop the short last training batch.
+            return resumable_loader(dataset, self.batch_size, self.seed, self.trainer,
+                                    drop_last=len(dataset) > self.batch_size, **kwargs)
+        return evaluation_loader(dataset, self.batch_size, self.seed, **kwargs)
 
 
 def _check_arguments(image_size, max_length, batch_size, val_fraction, num_workers, templates) -> None:

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from zoo.data import noising
 from zoo.data.packing import PackedBlocks
+from zoo.data.sampling import resumable_loader
 from zoo.data.text import TextDataModule
 from zoo.data.tokenizer import TokenizerKind, pad_token_id
 from zoo.errors import ZooError
@@ -176,9 +177,10 @@ class _NoisedTextDataModule(TextDataModule):
         return NoisedChunks(self.tokens(split), self.chunk_length(), self.noise(), seed=self.seed, name=split)
 
     def train_dataloader(self) -> DataLoader:
-        dataset = self.build_dataset("train")
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=EpochSampler(len(dataset), self.seed),
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        # Keys epoch · n + i (as EpochSampler's), sharded over ranks and resumable mid-epoch.
+        return resumable_loader(self.build_dataset("train"), self.batch_size, self.seed, self.trainer,
+                                epoch_keys=True, num_workers=self.num_workers,
+                                persistent_workers=self.num_workers > 0)
 
     def _token_id(self, token: str) -> int:
         token_id = self.tokenizer.token_to_id(token)

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-import torch
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_info
 from tokenizers import Tokenizer
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from zoo.data import cache
 from zoo.data.cleaning import PARAGRAPH_DEDUP_MIN_CHARS, CleaningReport, clean_documents, require_documents
 from zoo.data.packing import PackedBlocks
+from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.sources import Document, load_documents
 from zoo.data.split import split_documents
 from zoo.data.tokenizer import (
@@ -241,16 +241,10 @@ class TextDataModule(LightningDataModule):
         return self._loader(self.build_dataset("test"), shuffle=False)
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        # A seeded generator makes the batch order reproducible; it advances every epoch.
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            generator=generator,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        workers = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
+        if shuffle:  # epoch e reads randperm(seed + e), sharded over ranks, resumable mid-epoch
+            return resumable_loader(dataset, self.batch_size, self.seed, self.trainer, **workers)
+        return evaluation_loader(dataset, self.batch_size, self.seed, **workers)
 
     # ----------------------------------------------------------------- baseline
     def unigram_perplexity(self) -> float:

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from zoo.blocks import AttnImpl, DecoderStack, KVCache, LearnedPositions, NormImpl, SinusoidalPositions
+from zoo.blocks.loss import linear_cross_entropy
 from zoo.blocks.mlp import Activation
 from zoo.blocks.norms import NormKind
 
@@ -71,13 +72,15 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
-    """Decoder-only language model: `forward(input_ids, attention_mask=None)` → logits (B, T, V).
+    """Decoder-only language model: `forward(input_ids, attention_mask=None)` → logits (B, T, V);
+    `forward(input_ids, labels=labels)` → the mean next-token cross-entropy, computed without the logits.
 
     Args:
         config: the architecture (see `GPTConfig`).
     """
 
     family = "gpt"
+    loss_chunk_size = 512  # tokens per chunk of the fused head + loss (zoo.blocks.loss); a speed knob only
 
     def __init__(self, config: GPTConfig = GPTConfig()):
         super().__init__()
@@ -117,7 +120,11 @@ class GPT(nn.Module):
         attention_mask: Optional[torch.Tensor] = None,  # (B, past + T), 1 = real token
         position_ids: Optional[torch.Tensor] = None,  # (B, T)
         past_key_values: Optional[KVCache] = None,  # updated in place when given
+        labels: Optional[torch.Tensor] = None,  # (B, T) target of each position (already shifted); -100 = ignore
     ) -> torch.Tensor:
+        """Logits (B, T, V); with `labels`, instead the scalar mean cross-entropy over the non-ignored
+        positions, equal to `F.cross_entropy(logits.flatten(0, 1), labels.flatten())` but fused with the
+        head, so the (B, T, V) logits are never materialised (the fast way to train)."""
         B, T = input_ids.shape
         past = past_key_values.seq_len if past_key_values is not None else 0
         if past + T > self.config.max_seq_len and self.config.position in ("learned", "sinusoidal"):
@@ -130,6 +137,8 @@ class GPT(nn.Module):
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
         x = self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
+        if labels is not None:
+            return linear_cross_entropy(x, self.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
         return self.lm_head(x)  # (B, T, V)
 
     def config_dict(self) -> dict:

@@ -63,6 +63,9 @@ class Task(L.LightningModule):
         schedule: learning-rate decay after warm-up: "cosine", "linear" or "constant".
         warmup_steps: optimizer steps of linear warm-up.
         min_lr_ratio: final learning rate as a fraction of the peak.
+        compile: compile each transformer block with `torch.compile` (in place) before training.
+        activation_checkpointing: recompute each block's activations in the backward pass instead
+            of storing them: less memory, about one more forward pass of compute.
     """
 
     def __init__(
@@ -72,12 +75,31 @@ class Task(L.LightningModule):
         schedule: Schedule = "cosine",
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        compile: bool = False,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.schedule, self.warmup_steps, self.min_lr_ratio = schedule, warmup_steps, min_lr_ratio
+        self.compile_blocks, self.activation_checkpointing = compile, activation_checkpointing
         self.save_hyperparameters(ignore=["model", "optimizer"])
+
+    def configure_model(self) -> None:
+        """Parallelism from outside the model (`zoo.parallel`): tensor parallel, activation checkpointing,
+        compile and FSDP2, as the options and the mesh of `ModelParallelStrategy` (if any) ask."""
+        from zoo.parallel import parallelize
+
+        parallelize(self.model, self.device_mesh, self.compile_blocks, self.activation_checkpointing)
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        # torch's norm clipping cannot combine DTensor gradients on different meshes (FSDP2 × tensor parallel)
+        from zoo.parallel import clip_grad_norm_, is_sharded
+
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and is_sharded(self.model):
+            clip_grad_norm_(self.model.parameters(), gradient_clip_val)  # DTensors on 1-D and 2-D meshes
+        else:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(parameter_groups(self.model))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import torch
@@ -12,7 +13,16 @@ from torchmetrics import MeanMetric
 from torchmetrics.text import Perplexity
 
 from zoo.generation import generate
+from zoo.parallel import is_sharded
 from zoo.tasks.base import Schedule, Task
+
+
+class LossPerplexity(MeanMetric):
+    """Perplexity from the loss: exp of the token-weighted mean cross-entropy. Updated with each batch's
+    mean loss and its token count, it equals `torchmetrics.text.Perplexity` on the logits, without them."""
+
+    def compute(self) -> torch.Tensor:
+        return super().compute().exp()
 
 
 class CausalLM(Task):
@@ -38,10 +48,13 @@ class CausalLM(Task):
         min_lr_ratio: float = 0.1,
         sample_prompt: str = "The ",
         sample_tokens: int = 32,
+        **kwargs,
     ):
-        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         self.sample_prompt, self.sample_tokens = sample_prompt, sample_tokens
-        self.train_ppl = Perplexity(ignore_index=-100)
+        self.train_ppl = LossPerplexity()
+        # A model with `forward(..., labels=)` (zoo's GPT) fuses its head with the loss: no (B, T, V) logits.
+        self.fused_loss = "labels" in inspect.signature(model.forward).parameters
         self.val_ppl = Perplexity(ignore_index=-100)
         self.val_loss = MeanMetric()
         self.last_sample: Optional[str] = None
@@ -51,9 +64,14 @@ class CausalLM(Task):
         loss = F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100)
         return loss, logits
 
+    def _train_loss(self, batch: dict) -> torch.Tensor:
+        if self.fused_loss:
+            return self.model(batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=batch["labels"])
+        return self._loss(batch)[0]
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logits = self._loss(batch)
-        self.train_ppl(logits.detach().float(), batch["labels"])
+        loss = self._train_loss(batch)
+        self.train_ppl(loss.detach(), self.count_tokens(batch["labels"]))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/ppl", self.train_ppl, prog_bar=False)
         self._log_lr()
@@ -73,8 +91,10 @@ class CausalLM(Task):
 
     def on_validation_epoch_end(self) -> None:
         tok = self.tokenizer()
-        if tok is None or not self.sample_prompt or self.trainer.sanity_checking or not self.trainer.is_global_zero:
+        if tok is None or not self.sample_prompt or self.trainer.sanity_checking:
             return
+        if not self.trainer.is_global_zero and not is_sharded(self.model):
+            return  # a sharded model (FSDP2, tensor parallel) needs every rank in each forward: all sample
         self.last_sample = self.sample(tok, self.sample_prompt, self.sample_tokens)
         self.log_text("sample", self.last_sample)
 

@@ -165,8 +165,9 @@ class Contrastive(Task):
         max_logit_scale: float = 100.0,
         recall_k: list[int] = [1, 5],  # noqa: B006  (jsonargparse shows the default)
         cpu_threads: Optional[int] = None,
+        **kwargs,
     ):
-        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         if max_logit_scale < 1.0:
             raise ZooError(f"max_logit_scale={max_logit_scale} must be at least 1; set --model.init_args.max_logit_scale")
         if cpu_threads is not None and cpu_threads < 1:

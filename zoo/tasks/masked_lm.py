@@ -45,8 +45,9 @@ class MaskedLM(Task):
         schedule: Schedule = "cosine",
         warmup_steps: int = 100,
         min_lr_ratio: float = 0.1,
+        **kwargs,
     ):
-        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         vocab = model.config.vocab_size
         self.train_acc = MulticlassAccuracy(num_classes=vocab, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes=vocab, average="micro")

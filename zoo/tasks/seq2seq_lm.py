@@ -87,8 +87,9 @@ class Seq2SeqLM(Task):
         generate_examples: Optional[int] = 8,
         max_new_tokens: Optional[int] = None,
         num_beams: int = 4,
+        **kwargs,
     ):
-        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio)
+        super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         if generate_batches < 0 or num_beams < 1:
             raise ZooError("need generate_batches >= 0 and num_beams >= 1")
         self.generate_examples = generate_examples

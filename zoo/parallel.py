@@ -1,0 +1,187 @@
+"""Parallelism applied from outside the models, in the order torchtitan uses:
+
+1. tensor parallel (Megatron-LM, Shoeybi et al., 2019): q/k/v and the MLP's up/gate projections split
+   column-wise (by output features, so by heads), the attention output and MLP down projections
+   row-wise, one all-reduce per branch;
+2. activation checkpointing per block (Chen et al., 2016): keep only each block's input, recompute
+   its activations in the backward pass;
+3. `torch.compile` per block, in place: the block's forward is compiled, the module stays (names of
+   parameters and checkpoint keys do not change; FSDP2's hooks stay outside the compiled code);
+4. FSDP2 (`fully_shard`, Zhao et al., 2023) per block, then the root, on the data-parallel axis.
+
+Every zoo family (GPT, BERT, T5, BART, CLIP) is built from `zoo.blocks.TransformerBlock`, so one
+plan serves them all; the models stay single-device code. `Task.configure_model` calls `parallelize`
+with the device mesh of Lightning's `ModelParallelStrategy` (axes "data_parallel", "tensor_parallel").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterable, Optional
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor import DTensor, Replicate, Shard
+from torch.utils.checkpoint import checkpoint
+
+from zoo.blocks.attention import Attention, ScoreBias
+from zoo.blocks.transformer import TransformerBlock
+from zoo.errors import ZooError
+
+
+def transformer_blocks(model: nn.Module) -> list[TransformerBlock]:
+    """Every transformer block of a model, in module order (encoder before decoder)."""
+    return [m for m in model.modules() if isinstance(m, TransformerBlock)]
+
+
+def parallelize(
+    model: nn.Module,
+    mesh: Optional[DeviceMesh] = None,
+    compile: bool = False,
+    activation_checkpointing: bool = False,
+) -> nn.Module:
+    """Apply tensor parallel, activation checkpointing, compile and FSDP2 to `model`, in place.
+
+    `mesh` is a 2-D mesh with axes "data_parallel" and "tensor_parallel" (None under DDP or one
+    device: only checkpointing and compile apply). Tensor parallel applies when its axis has more
+    than one rank; FSDP2 always applies on the data-parallel axis, so the same code path runs at
+    every mesh shape. Calling it again is a no-op (Lightning calls `configure_model` once per stage).
+    """
+    if getattr(model, "_zoo_parallelized", False):
+        return model
+    blocks = transformer_blocks(model)
+    if mesh is not None and mesh["tensor_parallel"].size() > 1:
+        for block in blocks:
+            tensor_parallel_block(block, mesh["tensor_parallel"])
+    if activation_checkpointing:
+        for block in blocks:
+            checkpoint_block(block)
+    if compile:
+        for block in blocks:
+            compile_block(block)
+    if mesh is not None:
+        shard_fully(model, blocks, mesh["data_parallel"])
+    model._zoo_parallelized = True
+    return model
+
+
+# --------------------------------------------------------------------------- tensor parallel
+class TensorParallelAttention(Attention):
+    """`Attention` whose heads are split across the tensor-parallel group.
+
+    `n_head` and `n_kv_head` count this rank's heads. q, k and v go through their own (column-wise
+    parallel) modules, because the single-device path concatenates the full weights into one GEMM,
+    which would bypass the sharding hooks; score biases (ALiBi slopes, T5 tables) keep this rank's heads.
+    """
+
+    tp_mesh: DeviceMesh
+
+    def _project_qkv(self, x: torch.Tensor):
+        return (self._heads(self.q_proj(x), self.n_head), *self._project_kv(x))
+
+    def forward(self, *args, bias: Optional[ScoreBias] = None, **kwargs) -> torch.Tensor:
+        return super().forward(*args, bias=local_bias(bias, self.tp_mesh), **kwargs)  # blocks pass bias by name
+
+
+def local_heads(t: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
+    """This rank's slice of a per-head tensor (H, ...). Through DTensor, so that in the backward pass
+    the slices' gradients are gathered into the full tensor's gradient on every rank."""
+    full = DTensor.from_local(t, mesh, [Replicate()], run_check=False)
+    return full.redistribute(mesh, [Shard(0)]).to_local()
+
+
+def local_bias(bias: Optional[ScoreBias], mesh: DeviceMesh) -> Optional[ScoreBias]:
+    if bias is None:
+        return None
+    slopes = None if bias.alibi_slopes is None else local_heads(bias.alibi_slopes, mesh)
+    table = None if bias.t5_table is None else local_heads(bias.t5_table, mesh)
+    return dataclasses.replace(bias, alibi_slopes=slopes, t5_table=table)
+
+
+def tensor_parallel_block(block: TransformerBlock, tp_mesh: DeviceMesh) -> None:
+    """Shard one block's attention and MLP projections over `tp_mesh` (Megatron-LM's layout)."""
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    plan = {}
+    for name in ("self_attn", "cross_attn"):
+        attn = getattr(block, name)
+        if attn is None:
+            continue
+        _split_heads(attn, tp_mesh, name)
+        plan.update({f"{name}.{p}": ColwiseParallel() for p in ("q_proj", "k_proj", "v_proj")})
+        plan[f"{name}.o_proj"] = RowwiseParallel()
+    plan["mlp.up_proj"] = ColwiseParallel()
+    if block.mlp.gate_proj is not None:
+        plan["mlp.gate_proj"] = ColwiseParallel()
+    plan["mlp.down_proj"] = RowwiseParallel()
+    parallelize_module(block, tp_mesh, plan)
+
+
+def _split_heads(attn: Attention, tp_mesh: DeviceMesh, name: str) -> None:
+    tp = tp_mesh.size()
+    if attn.n_head % tp or attn.n_kv_head % tp:
+        raise ZooError(
+            f"tensor parallel size {tp} does not divide the {name} heads (n_head={attn.n_head}, "
+            f"n_kv_head={attn.n_kv_head}); set the strategy's tensor_parallel_size to a divisor of both"
+        )
+    attn.n_head, attn.n_kv_head = attn.n_head // tp, attn.n_kv_head // tp
+    attn.__class__ = TensorParallelAttention  # as fully_shard does: same object, new methods
+    attn.tp_mesh = tp_mesh
+
+
+# --------------------------------------------------------------------------- checkpointing, FSDP2
+def checkpoint_block(block: nn.Module) -> None:
+    """Recompute the block's activations in the backward pass instead of storing them.
+
+    In place (the forward is wrapped on the instance), so parameter names stay the same; the
+    non-reentrant checkpoint composes with FSDP2 and is traced by `torch.compile` as one region."""
+    forward = block.forward
+
+    def checkpointed(*args, **kwargs):
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    block.forward = checkpointed
+
+
+def compile_block(block: nn.Module) -> None:
+    """`torch.compile` the block's forward, in place. Not `nn.Module.compile()`: that compiles
+    `Module._call_impl`, a frame Dynamo skips (torch's own files) in recent torch, so nothing compiles."""
+    block.forward = torch.compile(block.forward)
+
+
+def shard_fully(model: nn.Module, blocks: list[nn.Module], dp_mesh: DeviceMesh) -> None:
+    """FSDP2: each block is one all-gather unit, the root holds the rest (embeddings, heads, norms)."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in blocks:
+        fully_shard(block, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh)
+
+
+def is_sharded(model: nn.Module) -> bool:
+    """True when parameters are DTensors (FSDP2 or tensor parallel): every rank must then run each
+    forward together, so rank-zero-only work (sampling) must run on all ranks."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
+# --------------------------------------------------------------------------- gradient clipping
+@torch.no_grad()
+def clip_grad_norm_(parameters: Iterable[torch.Tensor], max_norm: float, norm_type: float = 2.0) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` for a mix of plain tensors and DTensors on different meshes
+    (FSDP2 × tensor parallel), which torch's cannot combine: the gradients are grouped by mesh and
+    placements, each group's norm reduced to a full value (one collective per group), then combined."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    groups: dict[tuple, list[torch.Tensor]] = {}
+    for g in grads:
+        key = (g.device_mesh, g.placements) if isinstance(g, DTensor) else (None, None)
+        groups.setdefault(key, []).append(g)
+    norms = [torch.nn.utils.get_total_norm(group, norm_type) for group in groups.values()]
+    norms = [n.full_tensor() if isinstance(n, DTensor) else n for n in norms]
+    total = torch.linalg.vector_norm(torch.stack(norms), norm_type)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(coef.to(g.dtype))
+    return total
