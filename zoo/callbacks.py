@@ -48,13 +48,18 @@ def _scalar(out: Any) -> torch.Tensor:
 
 def _meta_inputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     """Meta tensors for the forward arguments the batch provides; an encoder-decoder's decoder reads
-    inputs shaped like the labels (teacher forcing). Labels are withheld: a fused loss picks rows by
-    their values, which meta tensors do not have; the logits cost the same matmuls."""
+    inputs shaped like its target sequence (teacher forcing): `target_ids` in text-to-text
+    classification, where `labels` are class indices (B,), otherwise token `labels` (B, T). Labels
+    are withheld: a fused loss picks rows by their values, which meta tensors do not have; the
+    logits cost the same matmuls."""
     params = inspect.signature(model.forward).parameters
     inputs = {k: torch.empty_like(v, device="meta") for k, v in batch.items()
               if k in params and k != "labels" and torch.is_tensor(v)}
-    if "decoder_input_ids" in params and "labels" in batch:
-        inputs["decoder_input_ids"] = torch.empty_like(batch["labels"], device="meta")
+    if "decoder_input_ids" in params and "decoder_input_ids" not in inputs:
+        target = next((batch[k] for k in ("target_ids", "labels")
+                       if torch.is_tensor(batch.get(k)) and batch[k].dim() == 2), None)
+        if target is not None:
+            inputs["decoder_input_ids"] = torch.empty_like(target, device="meta")
     return inputs
 
 

@@ -37,6 +37,27 @@ def test_meta_flop_count_matches_the_analytic_count():
         assert all(p.device.type == "cpu" for p in model.parameters())  # the real model is left alone
 
 
+def test_text_to_text_classification_batches_are_counted_like_seq2seq_batches():
+    """Text-to-text classification carries class indices in `labels` (B,) and the label names' ids in
+    `target_ids` (B, L): the decoder's FLOPs follow `target_ids`, as a seq2seq batch's follow `labels`."""
+    from zoo.models.bart import Bart, BartConfig
+    from zoo.models.t5 import T5, T5Config
+
+    B, T, L = 3, 12, 4
+    ids = torch.ones(B, T, dtype=torch.long)
+    mask = torch.ones(B, T, dtype=torch.long)
+    for model in (T5(T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, n_layer=2, n_head=4)),
+                  Bart(BartConfig(vocab_size=64, max_seq_len=32, d_model=32, n_layer=2, n_head=4, d_ff=64))):
+        seq2seq = training_flops(model, {"input_ids": ids, "attention_mask": mask,
+                                         "labels": torch.ones(B, L, dtype=torch.long)})
+        classify = training_flops(model, {"input_ids": ids, "attention_mask": mask,
+                                          "labels": torch.zeros(B, dtype=torch.long),
+                                          "target_ids": torch.ones(B, L, dtype=torch.long)})
+        longer = training_flops(model, {"input_ids": ids, "attention_mask": mask,
+                                        "labels": torch.ones(B, L + 3, dtype=torch.long)})
+        assert classify == seq2seq < longer
+
+
 def test_token_counts_use_the_mask_or_the_labels():
     ids = torch.ones(2, 5, dtype=torch.long)
     labels = torch.tensor([[1, 2, -100, -100, -100], [1, 2, 3, 4, -100]])
