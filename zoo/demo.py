@@ -40,7 +40,7 @@ def report(cli, prompt: str, tokens: int, seconds: float) -> dict:
     print(f"  parameters (non-embedding): {task.model.num_parameters():,}")
     print(f"  validation loss:        {loss:.3f} nats/token")
     print(f"  validation perplexity:  {ppl:.1f}")
-    print(f"  unigram baseline:       {baseline:.1f}   (token frequencies only; {baseline / ppl:.0f}× worse)")
+    print(f"  unigram baseline:       {baseline:.1f}   (token frequencies only; {baseline / ppl:.1f}× worse)")
     print(f"\n  sample ({prompt!r} →):\n")
     print("    " + sample.replace("\n", "\n    "))
     print(f"\n  checkpoint: {ckpt}")
