@@ -9,6 +9,8 @@ folder, where Lightning's own "last" would look in vain).
 
 from __future__ import annotations
 
+import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -19,10 +21,27 @@ from zoo.errors import ZooError
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
 
 
+class _NoAdvert(logging.Filter):
+    """Drops Lightning's "💡 Tip: ... install litlogger" line, printed on every run that logs elsewhere."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Keep the console to what concerns the run: no product tip, and no deprecation warning that
+    Lightning 2.6's own pytree helper raises on every step under torch ≥ 2.11 (nothing a user can fix)."""
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAdvert) for f in log.filters):
+        log.addFilter(_NoAdvert())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+
+
 class ZooCLI(LightningCLI):
     """`zoo fit|validate|test`: tasks from `zoo.tasks`, data from `zoo.data`, the Trainer from YAML."""
 
     def __init__(self, args=None, run: bool = True, **kwargs):
+        quiet_lightning()
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
         super().__init__(

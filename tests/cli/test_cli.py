@@ -130,3 +130,30 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:")
+
+
+def test_lightning_product_tip_is_dropped_and_other_info_kept():
+    import logging
+
+    from zoo.lightning_cli import quiet_lightning
+
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler, level = Keep(), log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        quiet_lightning()
+        quiet_lightning()  # idempotent: one filter
+        log.info("💡 Tip: For seamless cloud logging, try installing litlogger")
+        log.info("GPU available: False, used: False")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert seen == ["GPU available: False, used: False"]
+    assert sum(type(f).__name__ == "_NoAdvert" for f in log.filters) == 1
