@@ -21,7 +21,7 @@ import inspect
 import time
 from collections import deque
 from functools import lru_cache
-from typing import Any, Literal, Optional
+from typing import Any, Callable, Literal, Optional
 
 import lightning as L
 import torch
@@ -63,12 +63,14 @@ def _meta_inputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     return inputs
 
 
-def training_flops(model: nn.Module, batch: dict) -> int:
+def training_flops(model: nn.Module, batch: dict, forward: Optional[Callable] = None) -> int:
     """FLOPs of one forward + backward of `model` on a batch of this shape, counted on the meta device.
 
     The copy is built from the model's config, so nothing is allocated or computed. Matrix products
     and attention are counted (what MFU counts); the loss and elementwise work are not. Attention
     is counted in full (T² per head), also where a causal kernel skips half: PaLM's convention.
+    `forward(meta_model, meta_inputs)` is what the task runs, where that is not `model(**inputs)`
+    (a classifier reads pooled features and never computes the language-model head).
     """
     with torch.device("meta"):
         meta = _plain_class(model)(model.config)
@@ -78,7 +80,8 @@ def training_flops(model: nn.Module, batch: dict) -> int:
     meta.train()
     counter = FlopCounterMode(display=False)
     with counter:
-        _scalar(meta(**_meta_inputs(meta, batch))).backward()
+        inputs = _meta_inputs(meta, batch)
+        _scalar(forward(meta, inputs) if forward else meta(**inputs)).backward()
     return int(counter.get_total_flops())
 
 
@@ -184,14 +187,14 @@ class Throughput(L.Callback):
         model = getattr(pl_module, "model", pl_module)
         shape = tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()) if torch.is_tensor(v))
         if shape not in self._flops:
-            self._flops[shape] = self._measure(model, batch)
+            self._flops[shape] = self._measure(model, batch, getattr(pl_module, "flop_forward", None))
         tokens, samples = batch_counts(batch, bool(getattr(model, "is_encoder_decoder", False)))
         self._batch = (self._flops[shape], tokens, samples)
 
     @staticmethod
-    def _measure(model: nn.Module, batch: dict) -> Optional[int]:
+    def _measure(model: nn.Module, batch: dict, forward: Optional[Callable] = None) -> Optional[int]:
         try:
-            return training_flops(model, batch)
+            return training_flops(model, batch, forward)
         except Exception as err:  # a model without a config, an op meta tensors lack: no MFU, rest still works
             rank_zero_warn(f"could not count training FLOPs on the meta device ({type(err).__name__}: {err}); "
                            "perf/mfu will not be logged")

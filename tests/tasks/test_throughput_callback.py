@@ -58,6 +58,25 @@ def test_text_to_text_classification_batches_are_counted_like_seq2seq_batches():
         assert classify == seq2seq < longer
 
 
+def test_classifiers_are_counted_without_the_language_model_head():
+    """A classifier never runs the pre-training head: GPT's count is the analytic one minus the V×d
+    head, BERT's that of its encoder and pooler (less than the masked-LM forward's)."""
+    from zoo.models.bert import Bert, BertConfig
+    from zoo.tasks import SequenceClassification
+
+    B, T, d, L, V = 2, 16, 32, 2, 300
+    batch = {"input_ids": torch.ones(B, T, dtype=torch.long), "attention_mask": torch.ones(B, T, dtype=torch.long),
+             "labels": torch.zeros(B, dtype=torch.long)}
+    gpt = SequenceClassification(GPT(GPTConfig(vocab_size=V, max_seq_len=T, d_model=d, n_layer=L, n_head=4)), num_labels=3)
+    counted = training_flops(gpt.model, batch, gpt.flop_forward)
+    assert counted == gpt_training_flops(B, T, d, L, V, 4 * d) - 6 * V * d * B * T
+    bert = SequenceClassification(Bert(BertConfig(vocab_size=V, d_model=d, n_layer=L, n_head=4, d_ff=4 * d)), num_labels=3)
+    pooled = training_flops(bert.model, batch, bert.flop_forward)
+    body = 6 * L * (4 * d * d + 2 * d * 4 * d) * B * T + 12 * L * B * T * T * d
+    assert pooled == body + 6 * d * d * B  # the pooler's d×d on the [CLS] token
+    assert pooled < training_flops(bert.model, batch)
+
+
 def test_token_counts_use_the_mask_or_the_labels():
     ids = torch.ones(2, 5, dtype=torch.long)
     labels = torch.tensor([[1, 2, -100, -100, -100], [1, 2, 3, 4, -100]])

@@ -189,6 +189,16 @@ class SequenceClassification(Task):
             return last_token_features(self.model, batch["input_ids"], batch.get("attention_mask"))
         return self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
+    def flop_forward(self, net: nn.Module, inputs: dict) -> torch.Tensor:
+        """What a training step computes with `net` (a meta-device copy of the model, for the
+        Throughput callback's FLOP count): the features, not the pre-training head the model keeps.
+        The classifier itself (C × num_labels) is left out: its cost is negligible."""
+        if self.text_to_text:
+            return net(**inputs)
+        if self.decoder_only:
+            return last_token_features(net, inputs["input_ids"], inputs.get("attention_mask"))
+        return net.pooled(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
+
     def predict_labels(self, batch: dict) -> torch.Tensor:
         """Predicted class indices (B,)."""
         if not self.text_to_text:
