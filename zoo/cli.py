@@ -25,7 +25,7 @@ def generate(
     model: str,
     prompt: str = "The ",
     max_new_tokens: int = 64,
-    temperature: float = 0.8,
+    temperature: Optional[float] = None,
     top_k: Optional[int] = 50,
     top_p: Optional[float] = None,
     seed: int = 0,
@@ -39,15 +39,16 @@ def generate(
         model: a `.ckpt` file written by `zoo fit`, a Hugging Face checkpoint directory, or a hub name.
         prompt: the text to continue.
         max_new_tokens: how many tokens to add.
-        temperature: sampling temperature; 0 decodes greedily.
+        temperature: sampling temperature; 0 decodes greedily. Default: 0.8 for decoder-only models
+            (GPT), greedy (or beam search) for encoder-decoders (T5, BART), which sample only when
+            given a temperature above 0.
         top_k: sample among the k most likely tokens (null for all).
         top_p: nucleus sampling: the smallest set with this much probability (null for off).
         seed: random seed, for repeatable samples.
         use_cache: reuse past keys and values (KV cache); the output is the same, only faster.
         device: "cpu", "cuda", ...
-        num_beams: encoder-decoder models (T5, BART) decode greedily with 1, with beam search above;
-            they read the prompt as the encoder input and print the decoder output. The sampling
-            options (temperature, top_k, top_p, seed) apply to decoder-only models.
+        num_beams: encoder-decoder models (T5, BART): beam search with more than 1 (not combined
+            with sampling). They read the prompt as the encoder input and print the decoder output.
     """
     import torch
 
@@ -63,15 +64,22 @@ def generate(
         raise ZooError("the prompt encodes to no tokens; give a non-empty --prompt")
     if getattr(net, "family", None) == "bert":
         raise ZooError(f"'{model}' is a BERT encoder: it fills in masked tokens but does not generate text")
+    gen = torch.Generator(device=device).manual_seed(seed)
     if getattr(net, "is_encoder_decoder", False):
+        sample = temperature is not None and temperature > 0
+        if sample and num_beams > 1:
+            raise ZooError(f"--temperature {temperature} samples, --num_beams {num_beams} runs beam search; "
+                           "pick one (--temperature 0 for beam search, --num_beams 1 to sample)")
         try:
-            out = net.generate(ids, max_new_tokens=max_new_tokens, num_beams=num_beams, use_cache=use_cache)
+            out = net.generate(ids, max_new_tokens=max_new_tokens, num_beams=num_beams, use_cache=use_cache,
+                               do_sample=sample, temperature=temperature or 1.0, top_k=top_k, top_p=top_p,
+                               generator=gen)
         except ValueError as err:  # a prompt longer than the context, a bad num_beams
             raise ZooError(str(err)) from None
         text = tokenizer.decode(out[0, 1:].tolist())  # drop the decoder start token
         print(text)
         return text
-    gen = torch.Generator(device=device).manual_seed(seed)
+    temperature = 0.8 if temperature is None else temperature
     out = run(net, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
               use_cache=use_cache, generator=gen)
     text = tokenizer.decode(out[0].tolist())

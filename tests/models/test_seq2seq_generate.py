@@ -50,7 +50,8 @@ def pair(request, tmp_path_factory):
 def hf_generate(hf, ids, mask, eos, num_beams, **kw):
     """HF generation with nothing that would alter scores or stop early besides eos."""
     c = hf.config
-    return hf.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=num_beams,
+    kw = {"do_sample": False, **kw}
+    return hf.generate(input_ids=ids, attention_mask=mask, num_beams=num_beams,
                        max_new_tokens=MAX_NEW, min_length=0, no_repeat_ngram_size=0, repetition_penalty=1.0,
                        forced_bos_token_id=None, forced_eos_token_id=None, eos_token_id=eos,
                        pad_token_id=c.pad_token_id, decoder_start_token_id=c.decoder_start_token_id, **kw)
@@ -137,3 +138,86 @@ def test_shift_right(pair):
     labels = torch.tensor([[5, 6, 7], [8, -100, -100]])
     expected = torch.tensor([[c.decoder_start_token_id, 5, 6], [c.decoder_start_token_id, 8, c.pad_token_id]])
     assert torch.equal(ours.shift_right(labels), expected)
+
+
+@pytest.mark.parametrize("kw", [{"temperature": 0.7, "top_k": 10}, {"temperature": 1.3, "top_k": 0, "top_p": 0.8}])
+def test_sampling_matches_hf_draw_for_draw(pair, kw):
+    """With the same global seed, HF's multinomial sampling and ours draw the same tokens: the same
+    temperature → top-k → top-p filtering, one draw per row per step, finished rows padded."""
+    hf, ours, ids, mask, eos = pair
+    torch.manual_seed(7)
+    theirs = hf_generate(hf, ids, mask, eos, num_beams=1, **{**kw, "do_sample": True, "top_p": kw.get("top_p", 1.0)})
+    torch.manual_seed(7)
+    mine = ours.generate(ids, mask, max_new_tokens=MAX_NEW, do_sample=True, temperature=kw["temperature"],
+                         top_k=kw["top_k"] or None, top_p=kw.get("top_p"))
+    assert torch.equal(mine, theirs)
+    assert not torch.equal(mine, ours.generate(ids, mask, max_new_tokens=MAX_NEW))  # it did sample
+
+
+def test_sampling_is_seeded_and_differs_from_greedy(pair):
+    _, ours, ids, mask, _ = pair
+
+    def draw(seed, use_cache=True):
+        g = torch.Generator().manual_seed(seed)
+        return ours.generate(ids, mask, max_new_tokens=MAX_NEW, do_sample=True, temperature=1.5,
+                             generator=g, use_cache=use_cache)
+
+    assert torch.equal(draw(0), draw(0)) and torch.equal(draw(0), draw(0, use_cache=False))
+    greedy = ours.generate(ids, mask, max_new_tokens=MAX_NEW)
+    samples = [draw(s) for s in range(1, 5)]
+    assert any(not torch.equal(s, greedy) for s in samples)
+    assert any(not torch.equal(a, b) for a, b in zip(samples, samples[1:]))
+
+
+def test_sampling_rejects_beams_and_zero_temperature(pair):
+    _, ours, ids, mask, _ = pair
+    with pytest.raises(ValueError, match="beam search"):
+        ours.generate(ids, mask, num_beams=2, do_sample=True)
+    with pytest.raises(ValueError, match="temperature"):
+        ours.generate(ids, mask, do_sample=True, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def t5_dir(tmp_path_factory):
+    """A tiny random T5 saved as a Hugging Face directory with a word-level tokenizer.json (w0 … w39)."""
+    from tokenizers import Tokenizer
+    from tokenizers.models import WordLevel
+    from tokenizers.pre_tokenizers import WhitespaceSplit
+
+    path = tmp_path_factory.mktemp("t5-cli")
+    tiny_t5().save_pretrained(path)
+    tok = Tokenizer(WordLevel({f"w{i}": i for i in range(40)}, unk_token="w2"))
+    tok.pre_tokenizer = WhitespaceSplit()
+    tok.save(str(path / "tokenizer.json"))
+    return path
+
+
+def test_zoo_generate_runs_t5_greedy_by_default_and_samples_when_asked(t5_dir, capsys):
+    from zoo.cli import main
+
+    ours = zoo.from_hf(t5_dir)
+    prompt = "w5 w9 w11 w30 w7"
+    ids = torch.tensor([ours.tokenizer.encode(prompt).ids])
+
+    def cli(*args):
+        assert main(["generate", "--model", str(t5_dir), "--prompt", prompt, "--max_new_tokens", "8", *args]) == 0
+        return capsys.readouterr().out.strip()
+
+    def text(out):
+        return ours.tokenizer.decode(out[0, 1:].tolist())
+
+    greedy = text(ours.generate(ids, max_new_tokens=8))
+    assert cli() == greedy == cli("--temperature", "0")
+    assert cli("--num_beams", "3") == text(ours.generate(ids, max_new_tokens=8, num_beams=3))
+    sampled = text(ours.generate(ids, max_new_tokens=8, do_sample=True, temperature=1.5, top_k=None,
+                                 generator=torch.Generator().manual_seed(4)))
+    assert cli("--temperature", "1.5", "--top_k", "null", "--seed", "4") == sampled != greedy
+
+
+def test_zoo_generate_refuses_sampling_with_beams(t5_dir, capsys):
+    from zoo.cli import main
+
+    argv = ["generate", "--model", str(t5_dir), "--prompt", "w5 w6", "--temperature", "1", "--num_beams", "2"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--num_beams 1 to sample" in err and len(err.strip().splitlines()) == 1

@@ -5,8 +5,8 @@ not in how they are run. A subclass defines `encode` and `decode`; this base tur
 
 - `forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)` → logits, the
   Hugging Face keyword contract;
-- `generate(...)`: greedy search, or beam search (Graves, 2012; Sutskever et al., 2014), both
-  incremental over a `KVCache` — decoder self-attention keys/values grow by one position per step,
+- `generate(...)`: greedy search, sampling (temperature, top-k, nucleus top-p), or beam search
+  (Graves, 2012; Sutskever et al., 2014), all incremental over a `KVCache` — decoder self-attention keys/values grow by one position per step,
   cross-attention keys/values of the encoder output are computed once, and beam search reorders
   the cache with `KVCache.beam_select`. `use_cache=False` recomputes the whole prefix each step
   and yields the same tokens.
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.blocks import KVCache
+from zoo.generation import next_token
 
 NEG = -1.0e9  # the "impossible" score Hugging Face's beam search uses; kept so ties resolve alike
 
@@ -80,23 +81,37 @@ class EncoderDecoderLM(nn.Module):
         eos_token_id: Optional[int] = None,
         length_penalty: float = 1.0,
         early_stopping: bool = False,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: Optional[int] = None,
+        top_p: Optional[float] = None,
+        generator: Optional[torch.Generator] = None,
     ) -> torch.Tensor:
-        """Decode greedily (`num_beams=1`) or with beam search.
+        """Decode greedily (`num_beams=1`), by sampling (`do_sample=True`), or with beam search.
 
         Returns (B, 1 + n) decoder token ids that START WITH `decoder_start_token_id` (as Hugging
         Face's `generate` does), n ≤ `max_new_tokens`. A sequence that ended with eos is followed by
         `pad_token_id`. `eos_token_id` defaults to the config's; when both are None decoding runs
         for `max_new_tokens`. Dropout is not switched off here: call `model.eval()` first.
+        Sampling divides the logits by `temperature`, keeps the `top_k` most likely tokens and then
+        the smallest set with probability ≥ `top_p` (Hugging Face's order), and draws from
+        `generator` (torch's global one when None).
         """
         if num_beams < 1 or max_new_tokens < 1:
             raise ValueError(f"need num_beams ≥ 1 and max_new_tokens ≥ 1, got {num_beams} and {max_new_tokens}")
+        if do_sample and num_beams > 1:
+            raise ValueError("sampling with beam search is not supported: use num_beams=1 to sample, "
+                             "or do_sample=False for beam search")
+        if do_sample and temperature <= 0:
+            raise ValueError(f"sampling needs a temperature > 0, got {temperature}; do_sample=False decodes greedily")
         if self.max_target_positions is not None:
             max_new_tokens = min(max_new_tokens, self.max_target_positions)  # the last token is never fed
         eos = self.config.eos_token_id if eos_token_id is None else eos_token_id
         mask = attention_mask.bool() if attention_mask is not None else None
         memory = self.encode(input_ids, mask)  # (B, S, C)
         if num_beams == 1:
-            return self._greedy(memory, mask, max_new_tokens, eos, use_cache)
+            pick = (lambda logits: next_token(logits, temperature, top_k, top_p, generator)) if do_sample else None
+            return self._greedy(memory, mask, max_new_tokens, eos, use_cache, pick)
         return self._beam_search(memory, mask, max_new_tokens, num_beams, eos, length_penalty, early_stopping,
                                  use_cache)
 
@@ -112,13 +127,15 @@ class EncoderDecoderLM(nn.Module):
         step = ids[:, -1:] if cache is not None else ids
         return self.decode(step, memory, mask, cache=cache)[:, -1].float()
 
-    def _greedy(self, memory, mask, max_new_tokens, eos, use_cache) -> torch.Tensor:
+    def _greedy(self, memory, mask, max_new_tokens, eos, use_cache, pick=None) -> torch.Tensor:
+        """One token per step: the most likely one, or `pick(logits (B, V))` (sampling)."""
         B = memory.shape[0]
         ids = self._start(B, memory.device)
         done = torch.zeros(B, dtype=torch.bool, device=memory.device)
         cache = KVCache() if use_cache else None
         for _ in range(max_new_tokens):
-            tok = self._next_logits(ids, memory, mask, cache).argmax(-1)  # (B,)
+            logits = self._next_logits(ids, memory, mask, cache)  # (B, V)
+            tok = pick(logits) if pick is not None else logits.argmax(-1)  # (B,)
             if eos is not None:
                 tok = tok.masked_fill(done, self._fill_id(eos))
                 done |= tok == eos
