@@ -6,7 +6,6 @@ Gated:  down(act(gate(x)) * up(x))       — GEGLU (T5 v1.1), SwiGLU (LLaMA, Mis
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
