@@ -324,3 +324,14 @@ def test_hugging_face_directory(checkpoints, tmp_path):
     with torch.no_grad():
         probs = hf(torch.tensor([tok.encode(TEXTS["gpt"]).ids])).logits[0, -1].softmax(-1)
     assert_top_k(printed_predictions(out)[0], probs, 5)
+
+
+def test_without_matplotlib_the_trace_is_printed_and_heatmaps_skipped(checkpoints, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # `from matplotlib.figure import ...` fails
+    path = checkpoints["gpt"][0]
+    code, text = run_inspect(["--model", str(path), "--text", TEXTS["gpt"], "--out_dir", str(tmp_path)])
+    assert code == 0
+    assert "no heatmap: it needs matplotlib" in text and "heatmap of all" not in text
+    assert printed_predictions(text) and not list(tmp_path.glob("*.png"))

@@ -202,7 +202,11 @@ def _print_attention(name, stack, layer, head, rec, labels, context_labels, out_
         print("  weights = softmax(scores), each row sums to 1")
         print("\n".join(_matrix(weights[head], labels, cols)))
         path = out_dir / f"{key.replace('.', '-')}.png"
-        _heatmap(weights, labels, cols, f"{key}: attention weights", path)
+        try:
+            _heatmap(weights, labels, cols, f"{key}: attention weights", path)
+        except ImportError:
+            print("  (no heatmap: it needs matplotlib; pip install matplotlib)")
+            continue
         print(f"  heatmap of all {attn.n_head} heads: {path}")
         paths.append(path)
     return paths
