@@ -82,7 +82,7 @@ def checkpoints(tmp_path_factory):
 
 TEXTS = {"gpt": "The cat sat on", "bert": "The [MASK] sat on the [MASK].", "t5": "The cat sat.",
          "bart": "The cat <mask> on.", "clip": "a handwritten three | a photo of the digit seven | the number one"}
-EXTRA = {"t5": ["--decoder_text", "on the"], "clip": ["--image", "digits:3"]}
+EXTRA = {"t5": ["--decoder_text", "on the"], "bart": ["--decoder_text", "on the"], "clip": ["--image", "digits:3"]}
 LAYER_HEAD = {"gpt": (1, 1), "bert": (1, 1), "t5": (1, 3), "bart": (0, 1), "clip": (1, 0)}
 
 
@@ -136,7 +136,7 @@ def expected_probs(family, model, tok) -> list[torch.Tensor]:
         if family == "bert":
             logits = model(ids)[0]
             return [logits[p].softmax(-1) for p in (ids[0] == tok.token_to_id("[MASK]")).nonzero()[:, 0]]
-        follow = tok.encode("on the", add_special_tokens=False).ids if family == "t5" else []
+        follow = tok.encode("on the", add_special_tokens=False).ids  # the --decoder_text of both
         dec = torch.tensor([[model.config.decoder_start_token_id, *follow]])
         return [model(input_ids=ids, decoder_input_ids=dec)[0, -1].softmax(-1)]
 
@@ -212,6 +212,7 @@ def test_attention_tables_and_heatmaps(family, runs):
         assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     if family in ("gpt", "t5", "bart"):  # causal self-attention in the decoder: nothing above the diagonal
         scores = tables[f"decoder.layers.{layer}.self_attn"][0]
+        assert scores.shape[0] >= 2  # a decoder input of several tokens, or the check below is vacuous
         assert torch.isinf(scores.triu(1)[scores.triu(1) != 0]).all() and scores.shape[0] == scores.shape[1]
 
 

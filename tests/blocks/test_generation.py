@@ -43,9 +43,15 @@ def test_left_padded_batch_matches_single_prompts():
 def test_sampling_is_seeded():
     model = tiny()
     prompt = torch.tensor([[1, 2, 3]])
-    runs = [generate(model, prompt, max_new_tokens=10, temperature=1.0, top_k=20, generator=torch.Generator().manual_seed(7))
-            for _ in range(2)]
-    assert torch.equal(*runs)
+    def draw(seed):
+        return generate(model, prompt, max_new_tokens=10, temperature=1.0, top_k=20,
+                        generator=torch.Generator().manual_seed(seed))
+
+    assert torch.equal(draw(7), draw(7))
+    greedy = generate(model, prompt, max_new_tokens=10, temperature=0)
+    samples = [draw(seed) for seed in range(8, 12)]
+    assert any(not torch.equal(s, draw(7)) for s in samples)  # the seed matters
+    assert any(not torch.equal(s, greedy) for s in samples)  # and it does sample
 
 
 def test_filter_logits_top_k_and_top_p():

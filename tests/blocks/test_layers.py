@@ -70,7 +70,9 @@ def test_rope_is_relative_and_norm_preserving():
 
 def test_alibi_slopes():
     assert torch.allclose(alibi_slopes(8), torch.tensor([2.0 ** -(i + 1) for i in range(8)]))
-    assert alibi_slopes(12).shape == (12,) and (alibi_slopes(12) > 0).all()
+    # not a power of two (Press et al.'s rule): the 8 slopes of 8 heads, then every other one of 16 heads
+    twelve = [2.0 ** -(i + 1) for i in range(8)] + [2.0 ** -0.5, 2.0 ** -1.5, 2.0 ** -2.5, 2.0 ** -3.5]
+    assert torch.allclose(alibi_slopes(12), torch.tensor(twelve))
 
 
 def test_relative_position_bucket_matches_hugging_face():

@@ -32,9 +32,20 @@ def test_every_config_parses(config, capsys):
 
 @pytest.mark.parametrize("trainer", TRAINER_CONFIGS, ids=lambda p: p.name)
 def test_trainer_configs_stack_on_a_family_config(trainer, capsys):
+    import yaml
+
     with pytest.raises(SystemExit) as exit_:
         main(["fit", "-c", str(ROOT / "configs/gpt/nano.yaml"), "-c", str(trainer), "--print_config"])
     assert exit_.value.code in (0, None)
+    printed = yaml.safe_load(capsys.readouterr().out)["trainer"]
+    given = yaml.safe_load(trainer.read_text())["trainer"]
+    for key, value in given.items():  # the later config wins key by key; the family's other keys stay
+        if key == "strategy" and isinstance(value, dict):
+            assert printed["strategy"]["class_path"] == value["class_path"]
+            assert all(printed["strategy"]["init_args"][k] == v for k, v in value.get("init_args", {}).items())
+        else:
+            assert printed[key] == value, key
+    assert printed["max_steps"] == yaml.safe_load((ROOT / "configs/gpt/nano.yaml").read_text())["trainer"]["max_steps"]
 
 
 def test_help_lists_commands(capsys):
@@ -80,7 +91,9 @@ def test_bad_corpus_is_one_line(kind, tmp_path, cache_dir, capsys):
     args = tiny_fit_args(tmp_path / "run", cache_dir) + ["--data.init_args.source", str(path)]
     assert main(args) == 2
     line = one_error_line(capsys)
-    assert str(path.name) in line or "empty" in line
+    reason = {"missing": "does not exist", "empty": "is empty (no text", "binary": "looks binary",
+              "not-utf8": "is not valid UTF-8"}[kind]
+    assert path.name in line and reason in line, line
 
 
 def test_fit_checkpoint_generate_round_trip(trained_checkpoint, capsys):

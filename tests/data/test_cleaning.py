@@ -84,8 +84,10 @@ def test_pydoc_cleaning_report():
     from zoo.data.sources import pydoc_documents
 
     kept, report = clean_documents(pydoc_documents())
-    assert report.docs_in == 79
-    assert report.docs_out == len(kept) == 79 - report.duplicate_docs - report.dropped_short - report.dropped_empty
+    from pydoc_data.topics import topics
+
+    assert report.docs_in == len(topics)
+    assert report.docs_out == len(kept) == len(topics) - report.duplicate_docs - report.dropped_short - report.dropped_empty
     assert report.chars_out == sum(len(d.text) for d in kept) < report.chars_in
     assert all("\r" not in d.text and "\n\n\n" not in d.text for d in kept)
 
@@ -98,3 +100,6 @@ def test_require_documents_explains_empty_corpus():
     assert "notes/" in message and "min_chars=32" in message and "\n" not in message
     with pytest.raises(ZooError, match="holds no documents"):
         require_documents([], CleaningReport(), "empty.jsonl", 32)
+    _, blank = clean_documents([Document("a", "  \n "), Document("b", "")])
+    with pytest.raises(ZooError, match=r"'blank/' is empty \(no text in its 2 document\(s\)\); add text"):
+        require_documents([], blank, "blank/", 32)

@@ -51,8 +51,10 @@ def test_digits_split_is_stratified_deterministic_and_disjoint(digits_dm):
     assert torch.equal(stratified_split(labels, 0.2, seed=1)[1], va)
     assert not torch.equal(stratified_split(labels, 0.2, seed=2)[1], va)
     # validation captions are fixed per example; training draws them anew
-    val_set = digits_dm.dataset("val")
-    assert torch.equal(val_set[3]["input_ids"], val_set[3]["input_ids"])
+    val_set, train_set = digits_dm.dataset("val"), digits_dm.dataset("train")
+    torch.manual_seed(0)
+    assert len({tuple(val_set[3]["input_ids"].tolist()) for _ in range(20)}) == 1
+    assert len({tuple(train_set[3]["input_ids"].tolist()) for _ in range(20)}) > 1
 
 
 def test_tokenize_and_truncation(digits_dm):

@@ -155,6 +155,12 @@ def test_text_infilling_masks_30_percent_in_poisson_spans():
         inserted += sum(n == 0 for _, n in spans)
     assert inserted > 0  # Poisson(3) gives zero-length spans: inserted <mask> tokens
     assert sum(lengths) / len(lengths) == pytest.approx(3.0, abs=0.35)  # the last span is trimmed
+    # the distribution itself, on many spans: Poisson(3) has mean 3 and P(0) = e^-3; all but the
+    # trimmed last span are untouched draws (std of the mean ≈ 0.017 here)
+    drawn = noising.poisson_span_lengths(30000, 3.0, generator=gen(1)).double()
+    assert int(drawn.sum()) == 30000 and drawn.min() >= 0
+    assert drawn[:-1].mean().item() == pytest.approx(3.0, abs=0.06)
+    assert (drawn[:-1] == 0).double().mean().item() == pytest.approx(0.0498, abs=0.008)
 
 
 def _pieces(noised: torch.Tensor, mask: int) -> list[list[int]]:

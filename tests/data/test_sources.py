@@ -16,12 +16,12 @@ def assert_one_line_error(excinfo, *needles):
         assert needle in message, message
 
 
-def test_pydoc_default_has_79_topics_with_ids():
+def test_pydoc_default_has_one_document_per_topic_with_ids():
     from pydoc_data.topics import topics
 
     docs = load_documents()
     assert docs == pydoc_documents()
-    assert len(docs) == 79
+    assert len(docs) == len(topics) > 50  # 79 on CPython 3.11; the count varies by version
     assert [d.id for d in docs] == list(topics)
     assert all(isinstance(d, Document) and d.text for d in docs)
     assert dict(docs)["assert"].startswith('The "assert" statement')

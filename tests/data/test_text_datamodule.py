@@ -42,7 +42,7 @@ def test_validation_is_deterministic_and_test_falls_back_to_it(corpus_dir, cache
     val_b = [b["input_ids"] for b in second.val_dataloader()]
     assert all(torch.equal(a, b) for a, b in zip(val_a, val_b)) and len(val_a) == len(val_b)
     test = [b["input_ids"] for b in first.test_dataloader()]
-    assert all(torch.equal(a, b) for a, b in zip(val_a, test))
+    assert len(test) == len(val_a) > 0 and all(torch.equal(a, b) for a, b in zip(val_a, test))
     train_ids = {d.id for d in first.documents("train")}
     assert train_ids.isdisjoint(d.id for d in first.documents("val"))
 
@@ -99,7 +99,9 @@ def test_default_pydoc_corpus(cache_dir):
     dm.prepare_data()
     dm.setup("fit")
     report = dm.cleaning_report
-    assert report.docs_in == 79 and report.docs_out >= 75
+    from pydoc_data.topics import topics
+
+    assert report.docs_in == len(topics) and report.docs_out >= len(topics) - 4
     ids = {d.id for d in dm.documents("train")} | {d.id for d in dm.documents("val")}
     assert {"assert", "if", "lambda"} & ids and all(" " not in i for i in ids)  # topic names
     assert len(dm.val_dataloader()) >= 2

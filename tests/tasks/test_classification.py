@@ -108,7 +108,8 @@ def test_text_to_text_fine_tuning(tmp_path, files, family):
     assert scored["val/acc"] >= 0.9
     task.predict_with = "generate"
     generated = trainer(1).validate(task, datamodule=dm, verbose=False)[0]
-    assert 0.0 <= generated["val/acc"] <= scored["val/acc"] + 1e-6  # generation may also miss the label set
+    # free generation may also produce a text outside the label set, so it can only score lower
+    assert scored["val/acc"] - 0.15 <= generated["val/acc"] <= scored["val/acc"] + 1e-6
 
 
 def test_fine_tuning_starts_from_a_pretrained_checkpoint(tmp_path, files):

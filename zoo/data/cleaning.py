@@ -141,6 +141,9 @@ def require_documents(docs: list[Document], report: CleaningReport, source: str,
         return
     if report.docs_in == 0:
         raise ZooError(f"data source {source!r} holds no documents; add text to it or point --data.source elsewhere")
+    if report.dropped_empty == report.docs_in:
+        raise ZooError(f"data source {source!r} is empty (no text in its {report.docs_in} document(s)); "
+                       "add text to it or point --data.source elsewhere")
     raise ZooError(
         f"data source {source!r} is empty after cleaning ({report.docs_in} docs in: {report.dropped_empty} empty, "
         f"{report.dropped_short} shorter than min_chars={min_chars}, {report.duplicate_docs} duplicates); "

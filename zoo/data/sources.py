@@ -58,7 +58,7 @@ def load_documents(source: str = PYDOC, text_field: str = "text", hf_split: str 
 
 
 def pydoc_documents() -> list[Document]:
-    """The 79 Python documentation topics, id = topic name, in the module's order."""
+    """The Python documentation topics (79 on CPython 3.11), id = topic name, in the module's order."""
     try:
         from pydoc_data.topics import topics
     except ImportError as err:  # some distro builds strip pydoc_data
