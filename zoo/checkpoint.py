@@ -6,6 +6,7 @@ directory / hub name. Checkpoints carry the family, the model config and the tok
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Optional
 
@@ -13,6 +14,12 @@ import torch
 from torch import nn
 
 from zoo.errors import ZooError
+
+
+def unsafe_checkpoint_message(path) -> str:
+    return (f"checkpoint '{path}' pickles objects other than tensors and plain data; zoo loads checkpoints "
+            "with weights_only=True so that a file cannot run code: re-save its state_dict, or use one "
+            "written by `zoo fit`")
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -24,6 +31,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ZooError(f"'{path}' is a directory, not a checkpoint file; pass a .ckpt file (or a Hugging Face directory to --model)")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ZooError(unsafe_checkpoint_message(path)) from err
     except Exception as err:
         raise ZooError(f"'{path}' is not a readable PyTorch checkpoint ({type(err).__name__}); pass a .ckpt file written by `zoo fit`") from err
 

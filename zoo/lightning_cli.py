@@ -4,18 +4,22 @@ vocabulary size linked from the data module into the model, and input checks tha
 Every run gets `zoo.callbacks.default_callbacks()` (throughput/MFU, non-finite loss handling, random
 state for exact resumption) unless its config lists a callback of the same class, which then wins.
 `--ckpt_path last` finds the newest `last*.ckpt` of earlier runs (each run logs to a new version
-folder, where Lightning's own "last" would look in vain).
+folder, where Lightning's own "last" would look in vain). Checkpoints are loaded with
+`weights_only=True` (tensors and plain data only: a file cannot run code); one that pickles other
+objects is refused in one line.
 """
 
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from zoo.checkpoint import unsafe_checkpoint_message
 from zoo.errors import ZooError
 
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
@@ -67,6 +71,15 @@ class ZooCLI(LightningCLI):
         trainer_cfg["callbacks"] = given + extra
         return super().instantiate_trainer(**kwargs)
 
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI reads the checkpoint's hyperparameters at parse time (weights_only=True); a file
+        that pickles other objects fails there with torch's page-long message: say it in one line."""
+        try:
+            super()._parse_ckpt_path()
+        except pickle.UnpicklingError as err:
+            path = self.config[self.config.subcommand].get("ckpt_path")
+            raise ZooError(unsafe_checkpoint_message(path)) from err
+
     def _resolve_last(self, cfg) -> None:
         """`--ckpt_path last` → the newest last*.ckpt in this run's checkpoint folders, all versions."""
         folders = {Path(cb.dirpath) for cb in self.trainer.checkpoint_callbacks if getattr(cb, "dirpath", None)}
@@ -85,7 +98,11 @@ class ZooCLI(LightningCLI):
         if ckpt == "last" and self.subcommand:
             self._resolve_last(cfg)
             ckpt = cfg.ckpt_path
-        if ckpt is None or ckpt in CKPT_ALIASES:
+        if ckpt is None:
+            return
+        if getattr(cfg, "weights_only", None) is None:  # explicit: tensors and plain data only
+            cfg.weights_only = self.config_init[self.subcommand].weights_only = True
+        if ckpt in CKPT_ALIASES:
             return
         if not Path(ckpt).is_file():
             raise ZooError(f"checkpoint '{ckpt}' does not exist; pass an existing .ckpt file or --ckpt_path last")
