@@ -27,6 +27,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ZooError(f"checkpoint '{path}' does not exist; pass the path of a .ckpt file written by `zoo fit`")
+    if is_sharded_checkpoint(p):
+        return _read_sharded(p)
     if p.is_dir():
         raise ZooError(f"'{path}' is a directory, not a checkpoint file; pass a .ckpt file (or a Hugging Face directory to --model)")
     try:
@@ -35,6 +37,32 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ZooError(unsafe_checkpoint_message(path)) from err
     except Exception as err:
         raise ZooError(f"'{path}' is not a readable PyTorch checkpoint ({type(err).__name__}); pass a .ckpt file written by `zoo fit`") from err
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    """A folder of per-rank shards (torch.distributed.checkpoint), as FSDP2 / tensor-parallel runs write
+    with `save_distributed_checkpoint: true`: `.metadata`, `__<rank>_0.distcp` files, Lightning's `meta.pt`."""
+    return path.is_dir() and (path / ".metadata").is_file() and (path / "meta.pt").is_file()
+
+
+def _read_sharded(path: Path) -> dict[str, Any]:
+    """The shards gathered into one state dict (on the CPU, no process group needed), with the
+    non-tensor entries (family, config, tokenizer, loop state) from `meta.pt`."""
+    import tempfile
+
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    try:
+        meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            dcp_to_torch_save(path, Path(tmp) / "full.pt")
+            full = torch.load(Path(tmp) / "full.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ZooError(unsafe_checkpoint_message(path)) from err
+    except Exception as err:
+        raise ZooError(f"'{path}' is not a readable sharded checkpoint ({type(err).__name__}: {err}); "
+                       "pass the checkpoint folder a zoo run wrote, all shards included") from err
+    return {**meta, "state_dict": full["state_dict"]}
 
 
 def checkpoint_family(ckpt: dict) -> Optional[str]:
@@ -64,7 +92,7 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Any]:
 def load_model(path: str) -> tuple[nn.Module, Any]:
     """A `.ckpt` file, a Hugging Face directory, or a hub name → (model, tokenizer)."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and not is_sharded_checkpoint(p):
         from zoo.hf import from_hf
 
         model = from_hf(path)

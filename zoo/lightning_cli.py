@@ -104,9 +104,10 @@ class ZooCLI(LightningCLI):
             cfg.weights_only = self.config_init[self.subcommand].weights_only = True
         if ckpt in CKPT_ALIASES:
             return
-        if not Path(ckpt).is_file():
+        from zoo.checkpoint import checkpoint_family, is_sharded_checkpoint, read_checkpoint
+
+        if not (Path(ckpt).is_file() or is_sharded_checkpoint(Path(ckpt))):
             raise ZooError(f"checkpoint '{ckpt}' does not exist; pass an existing .ckpt file or --ckpt_path last")
-        from zoo.checkpoint import checkpoint_family, read_checkpoint
 
         family = checkpoint_family(read_checkpoint(ckpt))
         mine = getattr(getattr(self.model, "model", None), "family", None)

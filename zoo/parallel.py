@@ -156,7 +156,18 @@ def shard_fully(model: nn.Module, blocks: list[nn.Module], dp_mesh: DeviceMesh) 
 
     for block in blocks:
         fully_shard(block, mesh=dp_mesh)
+    scalars_as_vectors(model)
     fully_shard(model, mesh=dp_mesh)
+
+
+def scalars_as_vectors(model: nn.Module) -> None:
+    """FSDP2 shards parameters along dim 0 and refuses 0-dim ones (CLIP's `logit_scale`): give each
+    the shape (1,), same value. Models read such a parameter through `.reshape(())`, and load
+    either shape (see `CLIP._load_from_state_dict`)."""
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            if p.dim() == 0:
+                setattr(module, name, nn.Parameter(p.detach().reshape(1).clone(), requires_grad=p.requires_grad))
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -238,9 +238,17 @@ class CLIP(nn.Module):
     ) -> CLIPOutput:
         image_embeds = self.encode_image(pixel_values)
         text_embeds = self.encode_text(input_ids, attention_mask)
-        scale = self.logit_scale.exp()
+        scale = self.logit_scale.exp().reshape(())  # () also where FSDP2 keeps the parameter as (1,)
         logits_per_image = scale * image_embeds @ text_embeds.t()  # (B_img, B_txt)
         return CLIPOutput(image_embeds, text_embeds, logits_per_image, logits_per_image.t(), scale)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """`logit_scale` loads from () or (1,), whichever this model holds: checkpoints written under
+        FSDP2 carry it as (1,) (`zoo.parallel.scalars_as_vectors`)."""
+        key = prefix + "logit_scale"
+        if key in state_dict and state_dict[key].numel() == 1:
+            state_dict[key] = state_dict[key].reshape(self.logit_scale.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -1,0 +1,60 @@
+"""CLIP under FSDP2: its scalar `logit_scale` (which FSDP2 cannot shard as a 0-dim tensor) trains as a
+(1,) vector, and the sharded checkpoint folder the run writes loads back into a plain model, for
+`zoo generate`, `zoo inspect` and `init_from`."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from zoo.checkpoint import is_sharded_checkpoint, load_model
+from zoo.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from zoo.parallel import scalars_as_vectors
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_clip() -> CLIP:
+    return CLIP(CLIPConfig(vocab_size=50, projection_dim=16,
+                           vision=CLIPVisionConfig(image_size=8, patch_size=4, d_model=16, n_layer=1, n_head=2),
+                           text=CLIPTextConfig(max_seq_len=8, d_model=16, n_layer=1, n_head=2)))
+
+
+def test_scalar_parameters_become_vectors_and_load_either_way():
+    model = tiny_clip()
+    before = model.logit_scale.item()
+    pixels, ids = torch.randn(3, 3, 8, 8), torch.randint(0, 50, (3, 8))
+    want = model(pixels, ids).logits_per_image
+    scalars_as_vectors(model)
+    assert model.logit_scale.shape == (1,) and model.logit_scale.item() == before
+    out = model(pixels, ids)
+    assert out.logit_scale.shape == () and torch.allclose(out.logits_per_image, want)
+    plain = tiny_clip()
+    plain.load_state_dict(model.state_dict())  # (1,) into ()
+    assert plain.logit_scale.shape == () and plain.logit_scale.item() == before
+    model.load_state_dict(tiny_clip().state_dict())  # () into (1,)
+    assert model.logit_scale.shape == (1,)
+
+
+@pytest.mark.slow
+def test_clip_trains_under_fsdp2_and_its_sharded_checkpoint_loads(tmp_path):
+    cmd = [sys.executable, "-m", "zoo.cli", "fit", "-c", "configs/clip/tiny.yaml", "-c", "configs/trainer/cpu-fsdp.yaml",
+           "--trainer.max_steps", "2", "--trainer.val_check_interval", "2", "--trainer.limit_val_batches", "1",
+           "--trainer.check_val_every_n_epoch", "null", "--trainer.enable_progress_bar", "false",
+           "--trainer.default_root_dir", str(tmp_path), "--trainer.logger.init_args.save_dir", str(tmp_path),
+           "--data.init_args.batch_size", "16"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (ckpt,) = (tmp_path / "logs").glob("version_*/checkpoints/last.ckpt")
+    assert is_sharded_checkpoint(ckpt)  # a folder of per-rank shards
+    model, tokenizer = load_model(str(ckpt))
+    assert isinstance(model, CLIP) and tokenizer is not None
+    assert model.logit_scale.shape == () and math.isfinite(model.logit_scale.item())
+    assert model.logit_scale.item() != pytest.approx(math.log(1 / 0.07), abs=1e-7)  # trained, then gathered
