@@ -157,7 +157,23 @@ def shard_fully(model: nn.Module, blocks: list[nn.Module], dp_mesh: DeviceMesh) 
     for block in blocks:
         fully_shard(block, mesh=dp_mesh)
     scalars_as_vectors(model)
-    fully_shard(model, mesh=dp_mesh)
+    shard_module(model, dp_mesh)
+
+
+# Methods tasks call on a model instead of `forward` (a classifier's features, decoding). FSDP2 gathers
+# the root's parameters (embeddings, heads, final norms) in hooks around `forward` only; these methods
+# get the same hooks. None of them calls another, or `forward`, so the hooks never nest.
+ENTRY_POINTS = ("pooled", "hidden_states", "generate")
+
+
+def shard_module(module: nn.Module, dp_mesh: DeviceMesh) -> None:
+    """FSDP2 on `module` as one unit, its entry points registered (see ENTRY_POINTS)."""
+    from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
+
+    fully_shard(module, mesh=dp_mesh)
+    for name in ENTRY_POINTS:
+        if callable(getattr(module, name, None)):
+            register_fsdp_forward_method(module, name)
 
 
 def scalars_as_vectors(model: nn.Module) -> None:

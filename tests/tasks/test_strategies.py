@@ -44,16 +44,22 @@ FAMILIES = {
     # T5 under tensor parallel: cross-attention, and the relative-position bias table split by heads.
     "t5": ("configs/t5/tiny.yaml", {"d_model": 32, "d_kv": 16, "d_ff": 64, "n_layer": 2, "n_head": 2, "dropout": 0.0},
            {"generate_batches": 0}),
+    # Fine-tuning: the classifier head lives in the task, outside the model, and must be sharded and
+    # reduced with it; the features come from a method (`pooled`), not `forward`.
+    "bert-cls": ("configs/bert/classify.yaml", {"max_seq_len": 32, "d_model": 32, "n_layer": 2, "n_head": 2,
+                                                "d_ff": 64, "dropout": 0.0, "attn_dropout": 0.0},
+                 {"classifier_dropout": 0.0}),
 }
+DATA = {"bert-cls": {"max_length": 32, "max_per_topic": 16, "vocab_size": 512}}  # else: the pre-training data
 BATCH = {"ddp": B, "fsdp": B, "tp": 2 * B}  # tensor-parallel ranks share one batch: the global batch is its size
-PAIRS = [("gpt", s) for s in BATCH] + [("bert", s) for s in BATCH] + [("t5", "tp")]
+PAIRS = [("gpt", s) for s in BATCH] + [("bert", s) for s in BATCH] + [("t5", "tp"), ("bert-cls", "fsdp"), ("bert-cls", "tp")]
 
 
 def common_config(family: str, tmp: Path) -> dict:
     """Overrides on the family's config: a tiny fp32 model, plain SGD with clipping (Adam would hide
     a wrong gradient scale), 3 steps with a validation after each, no checkpoints."""
     _, model, task = FAMILIES[family]
-    data = {"vocab_size": 512, "block_size": 32, "cache_dir": str(tmp / "cache")}
+    data = {**DATA.get(family, {"vocab_size": 512, "block_size": 32}), "cache_dir": str(tmp / "cache")}
     if family == "bert":
         data["whole_word_masking"] = False
     return {
@@ -132,6 +138,7 @@ def runs(tmp_path_factory):
         fit_args("gpt", "cpu", "gpt-single", tmp, 2 * B),
         fit_args("bert", "cpu", "bert-single", tmp, 2 * B),
         fit_args("t5", "cpu", "t5-single", tmp, 2 * B),
+        fit_args("bert-cls", "cpu", "bert-cls-single", tmp, 2 * B),
         fit_args("bert", "cpu", "bert-accumulate", tmp, B, trainer__accumulate_grad_batches=2,
                  trainer__val_check_interval=2, trainer__limit_val_batches=4),  # 3 steps, the same 16 val examples
         fit_args("bert", "cpu", "bert-noclip", tmp, 2 * B, trainer__gradient_clip_val=None),

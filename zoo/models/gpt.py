@@ -125,6 +125,16 @@ class GPT(nn.Module):
         """Logits (B, T, V); with `labels`, instead the scalar mean cross-entropy over the non-ignored
         positions, equal to `F.cross_entropy(logits.flatten(0, 1), labels.flatten())` but fused with the
         head, so the (B, T, V) logits are never materialised (the fast way to train)."""
+        x = self._hidden_states(input_ids, attention_mask, position_ids, past_key_values)  # (B, T, C)
+        if labels is not None:
+            return linear_cross_entropy(x, self.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
+        return self.lm_head(x)  # (B, T, V)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The final hidden states (B, T, C): `forward` without the head (what a classifier reads)."""
+        return self._hidden_states(input_ids, attention_mask, None, None)
+
+    def _hidden_states(self, input_ids, attention_mask, position_ids, past_key_values) -> torch.Tensor:
         B, T = input_ids.shape
         past = past_key_values.seq_len if past_key_values is not None else 0
         if past + T > self.config.max_seq_len and self.config.position in ("learned", "sinusoidal"):
@@ -136,10 +146,7 @@ class GPT(nn.Module):
             x = x + self.embed_positions(position_ids)
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
-        x = self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
-        if labels is not None:
-            return linear_cross_entropy(x, self.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
-        return self.lm_head(x)  # (B, T, V)
+        return self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
 
     def config_dict(self) -> dict:
         return asdict(self.config)

@@ -97,7 +97,7 @@ class Task(L.LightningModule):
         from zoo.parallel import clip_grad_norm_, is_sharded
 
         if gradient_clip_val and gradient_clip_algorithm in (None, "norm") and is_sharded(self.model):
-            clip_grad_norm_(self.model.parameters(), gradient_clip_val)  # DTensors on 1-D and 2-D meshes
+            clip_grad_norm_(self.parameters(), gradient_clip_val)  # the model's and any head's: DTensors on 1-D and 2-D meshes
         else:
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

@@ -16,6 +16,8 @@ zoo checkpoint (weights loaded through ``zoo.checkpoint.model_from_checkpoint``)
 
 from __future__ import annotations
 
+import math
+
 from typing import Literal, Optional
 
 import torch
@@ -58,13 +60,7 @@ def load_pretrained(model: nn.Module, path: str) -> nn.Module:
 def decoder_hidden_states(model: nn.Module, input_ids: torch.Tensor,
                           attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """A decoder-only model's final hidden states (B, T, C): `GPT.forward` without its LM head."""
-    B, T = input_ids.shape
-    positions = torch.arange(T, device=input_ids.device)[None].expand(B, -1)
-    x = model.embed_tokens(input_ids)  # (B, T, C)
-    if model.embed_positions is not None:
-        x = x + model.embed_positions(positions)
-    mask = attention_mask.bool() if attention_mask is not None else None
-    return model.decoder(model.drop(x), key_padding_mask=mask, position_ids=positions)
+    return model.hidden_states(input_ids, attention_mask)
 
 
 def last_token_features(model: nn.Module, input_ids: torch.Tensor,
@@ -140,8 +136,7 @@ class SequenceClassification(Task):
             raise ZooError(f"classification needs at least 2 labels, got {num_labels}")
         self.num_labels = num_labels
         if not self.text_to_text and not hasattr(self, "classifier"):
-            width = self.model.config.d_model
-            self.classifier = nn.Sequential(nn.Dropout(self.classifier_dropout), nn.Linear(width, num_labels))
+            self.classifier = nn.Sequential(nn.Dropout(self.classifier_dropout), self._new_head(num_labels))
         self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
         self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
@@ -188,6 +183,28 @@ class SequenceClassification(Task):
         if self.decoder_only:
             return last_token_features(self.model, batch["input_ids"], batch.get("attention_mask"))
         return self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+
+    def _new_head(self, num_labels: int) -> nn.Linear:
+        """The linear head with `nn.Linear`'s own initialisation (uniform within ±1/√width), drawn from a
+        generator seeded by the run's seed: this runs in `setup`, after Lightning has drawn from the
+        global generator a different number of times in one process and in several (process-group
+        set-up), and every strategy must start from the same head."""
+        width = self.model.config.d_model
+        head = nn.Linear(width, num_labels)
+        g = torch.Generator().manual_seed(torch.initial_seed() % 2**63 + num_labels)
+        with torch.no_grad():
+            for p in (head.weight, head.bias):
+                p.copy_((torch.rand(p.shape, generator=g) * 2 - 1) / math.sqrt(width))
+        return head
+
+    def configure_model(self) -> None:
+        """The model's parallelism (`Task.configure_model`), and the classifier head, which lives in the
+        task, sharded over the same data-parallel ranks so that its gradients are reduced with the rest."""
+        super().configure_model()
+        if getattr(self, "classifier", None) is not None and self.device_mesh is not None:
+            from zoo.parallel import shard_module
+
+            shard_module(self.classifier, self.device_mesh["data_parallel"])
 
     def flop_forward(self, net: nn.Module, inputs: dict) -> torch.Tensor:
         """What a training step computes with `net` (a meta-device copy of the model, for the
