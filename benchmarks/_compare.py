@@ -151,7 +151,7 @@ def pretrain(family: str, plan: SimpleNamespace, root: Path, peak) -> tuple[dict
     cli.trainer.fit(task, datamodule=dm)
     scores = validate(cli)
     ckpt = str(root / f"{family}.ckpt")
-    cli.trainer.save_checkpoint(ckpt)
+    cli.trainer.save_checkpoint(ckpt, weights_only=False)  # the full checkpoint, said explicitly
     summary = meter.summary()
     rate = summary["tokens_per_s"]
     record = {

@@ -89,7 +89,7 @@ def pretrain(family: str, root: Path, seconds: float) -> tuple[dict, str]:
     steps, wall = fit(cli)
     after = validate(cli, PRETRAIN_KEYS)
     ckpt = str(root / f"{family}-tiny.ckpt")
-    cli.trainer.save_checkpoint(ckpt)
+    cli.trainer.save_checkpoint(ckpt, weights_only=False)  # the full checkpoint, said explicitly
     dm = cli.datamodule
     result = {
         "config": f"configs/{family}/tiny.yaml", "objective": OBJECTIVES[family],
