@@ -109,6 +109,13 @@ class ZooCLI(LightningCLI):
         if not (Path(ckpt).is_file() or is_sharded_checkpoint(Path(ckpt))):
             raise ZooError(f"checkpoint '{ckpt}' does not exist; pass an existing .ckpt file or --ckpt_path last")
 
+        if is_sharded_checkpoint(Path(ckpt)):
+            from lightning.pytorch.strategies import ModelParallelStrategy
+
+            if not isinstance(self.trainer.strategy, ModelParallelStrategy):
+                raise ZooError(f"checkpoint '{ckpt}' is a folder of FSDP2/tensor-parallel shards, which only the "
+                               "strategy that wrote it resumes: add its trainer config (e.g. -c "
+                               "configs/trainer/cpu-fsdp.yaml); `zoo generate` and `init_from` read it anywhere")
         family = checkpoint_family(read_checkpoint(ckpt))
         mine = getattr(getattr(self.model, "model", None), "family", None)
         if family and mine and family != mine:

@@ -58,3 +58,10 @@ def test_clip_trains_under_fsdp2_and_its_sharded_checkpoint_loads(tmp_path):
     assert isinstance(model, CLIP) and tokenizer is not None
     assert model.logit_scale.shape == () and math.isfinite(model.logit_scale.item())
     assert model.logit_scale.item() != pytest.approx(math.log(1 / 0.07), abs=1e-7)  # trained, then gathered
+    # one process cannot resume the shards: one line says which strategy can
+    validate = [sys.executable, "-m", "zoo.cli", "validate", "-c", "configs/clip/tiny.yaml", "--ckpt_path", str(ckpt),
+                "--trainer.default_root_dir", str(tmp_path / "v"), "--trainer.logger", "false"]
+    proc = subprocess.run(validate, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(errors) == 1 and "configs/trainer/cpu-fsdp.yaml" in errors[0]
