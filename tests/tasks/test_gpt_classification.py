@@ -11,7 +11,7 @@ from zoo.data import ClassificationDataModule
 from zoo.errors import ZooError
 from zoo.models import GPT, GPTConfig, T5, T5Config
 from zoo.tasks import SequenceClassification
-from zoo.tasks.classification import decoder_hidden_states, last_token_features
+from zoo.tasks.classification import last_token_features
 
 
 def tiny_gpt(vocab: int = 50, **overrides) -> GPT:
@@ -27,7 +27,7 @@ def test_hidden_states_are_the_models_own(position):
     ids = torch.randint(0, 50, (3, 9))
     mask = torch.ones(3, 9, dtype=torch.long)
     mask[1, 6:] = 0
-    torch.testing.assert_close(model.lm_head(decoder_hidden_states(model, ids, mask)), model(ids, attention_mask=mask))
+    torch.testing.assert_close(model.lm_head(model.hidden_states(ids, mask)), model(ids, attention_mask=mask))
 
 
 def test_last_token_features_ignore_right_padding():
@@ -37,7 +37,7 @@ def test_last_token_features_ignore_right_padding():
     padded = torch.cat([torch.cat([short, torch.zeros(1, 3, dtype=torch.long)], 1), long])  # (2, 7)
     mask = torch.tensor([[1] * 4 + [0] * 3, [1] * 7])
     batch = last_token_features(model, padded, mask)  # (2, C)
-    alone = [decoder_hidden_states(model, x)[0, -1] for x in (short, long)]
+    alone = [model.hidden_states(x)[0, -1] for x in (short, long)]
     torch.testing.assert_close(batch, torch.stack(alone), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(last_token_features(model, long), alone[1][None])  # no mask: the last position
 

@@ -6,8 +6,8 @@ not in how they are run. A subclass defines `encode` and `decode`; this base tur
 - `forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)` → logits, the
   Hugging Face keyword contract;
 - `generate(...)`: greedy search, sampling (temperature, top-k, nucleus top-p), or beam search
-  (Graves, 2012; Sutskever et al., 2014), all incremental over a `KVCache` — decoder self-attention keys/values grow by one position per step,
-  cross-attention keys/values of the encoder output are computed once, and beam search reorders
+  (Graves, 2012; Sutskever et al., 2014), all incremental over a `KVCache` — decoder
+  self-attention keys/values grow by one position per step, cross-attention keys/values of the encoder output are computed once, and beam search reorders
   the cache with `KVCache.beam_select`. `use_cache=False` recomputes the whole prefix each step
   and yields the same tokens.
 

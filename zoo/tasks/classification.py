@@ -17,7 +17,6 @@ zoo checkpoint (weights loaded through ``zoo.checkpoint.model_from_checkpoint``)
 from __future__ import annotations
 
 import math
-
 from typing import Literal, Optional
 
 import torch
@@ -57,16 +56,10 @@ def load_pretrained(model: nn.Module, path: str) -> nn.Module:
     return model
 
 
-def decoder_hidden_states(model: nn.Module, input_ids: torch.Tensor,
-                          attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """A decoder-only model's final hidden states (B, T, C): `GPT.forward` without its LM head."""
-    return model.hidden_states(input_ids, attention_mask)
-
-
 def last_token_features(model: nn.Module, input_ids: torch.Tensor,
                         attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The hidden state (B, C) of each text's last real token (inputs are right-padded)."""
-    hidden = decoder_hidden_states(model, input_ids, attention_mask)  # (B, T, C)
+    hidden = model.hidden_states(input_ids, attention_mask)  # (B, T, C): forward without the LM head
     B, T = input_ids.shape
     if attention_mask is None:
         last = torch.full((B,), T - 1, device=input_ids.device)
@@ -178,11 +171,13 @@ class SequenceClassification(Task):
         logits = self.classifier(self.features(batch))  # (B, C)
         return F.cross_entropy(logits.float(), batch["labels"]), logits
 
-    def features(self, batch: dict) -> torch.Tensor:
-        """What the head mode's classifier reads (B, C): BERT's pooler output, GPT's last token."""
+    def features(self, batch: dict, net: Optional[nn.Module] = None) -> torch.Tensor:
+        """What the head mode's classifier reads (B, C): BERT's pooler output, GPT's last token; of
+        `net` (default the task's model)."""
+        net = self.model if net is None else net
         if self.decoder_only:
-            return last_token_features(self.model, batch["input_ids"], batch.get("attention_mask"))
-        return self.model.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+            return last_token_features(net, batch["input_ids"], batch.get("attention_mask"))
+        return net.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
     def _new_head(self, num_labels: int) -> nn.Linear:
         """The linear head with `nn.Linear`'s own initialisation (uniform within ±1/√width), drawn from a
@@ -210,11 +205,7 @@ class SequenceClassification(Task):
         """What a training step computes with `net` (a meta-device copy of the model, for the
         Throughput callback's FLOP count): the features, not the pre-training head the model keeps.
         The classifier itself (C × num_labels) is left out: its cost is negligible."""
-        if self.text_to_text:
-            return net(**inputs)
-        if self.decoder_only:
-            return last_token_features(net, inputs["input_ids"], inputs.get("attention_mask"))
-        return net.pooled(inputs["input_ids"], inputs.get("attention_mask"), inputs.get("token_type_ids"))
+        return net(**inputs) if self.text_to_text else self.features(inputs, net)
 
     def predict_labels(self, batch: dict) -> torch.Tensor:
         """Predicted class indices (B,)."""
