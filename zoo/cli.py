@@ -144,6 +144,9 @@ def _checkout_compare() -> Callable:
 
 
 EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect, "compare": _checkout_compare()}
+from zoo.data.prepare import DataCommands  # noqa: E402  (zoo data prepare|report; datatrove loads on use)
+
+EXTRA_COMMANDS["data"] = DataCommands
 
 
 def _known_keys() -> list[str]:
@@ -203,7 +206,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if argv[0] in EXTRA_COMMANDS:
             from jsonargparse import CLI
 
-            CLI(EXTRA_COMMANDS[argv[0]], args=argv[1:], as_positional=False, parser_mode="yaml",
+            args = ["--config" if arg == "-c" else arg for arg in argv[1:]]  # -c as for fit
+            CLI(EXTRA_COMMANDS[argv[0]], args=args, as_positional=False, parser_mode="yaml",
                 exit_on_error=False, prog=f"zoo {argv[0]}")
         else:
             _run_lightning(None if from_sys else argv)

@@ -159,6 +159,18 @@ def read_jsonl(path: Path, text_field: str = "text", id_prefix: str | None = Non
     return docs
 
 
+def text_files(source: str) -> list[Path]:
+    """The files a path, folder or glob ``source`` names (sorted; hidden files left out)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _folder_files(path)
+    if path.is_file():
+        return [path]
+    if any(ch in source for ch in _GLOB_CHARS):
+        return _glob_files(source)
+    raise ZooError(f"data source {source!r} does not exist; {_SOURCE_HINT}")
+
+
 def _file_documents(path: Path, doc_id: str, text_field: str) -> list[Document]:
     if path.name.endswith(JSONL_SUFFIXES):
         return read_jsonl(path, text_field, doc_id)

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data import cache
+from zoo.data import shards as token_shards
 from zoo.data.cleaning import PARAGRAPH_DEDUP_MIN_CHARS, CleaningReport, clean_documents, require_documents
 from zoo.data.packing import PackedBlocks
 from zoo.data.sampling import evaluation_loader, resumable_loader
@@ -71,6 +72,9 @@ class TextDataModule(LightningDataModule):
         num_workers: DataLoader worker processes (0 loads in the main process).
         cache_dir: Folder for tokenizers and token caches; default $ZOO_CACHE_DIR or ~/.cache/zoo.
         test_source: Optional separate corpus for the test split (same forms as `source`).
+        shards: A folder written by `zoo data prepare` (opt-in): train on its sharded token files,
+            memory-mapped, with its tokenizer; `source` and the cleaning settings are then unused,
+            and the test split is its validation split.
     """
 
     def __init__(
@@ -91,6 +95,7 @@ class TextDataModule(LightningDataModule):
         num_workers: int = 0,
         cache_dir: Optional[str] = None,
         test_source: Optional[str] = None,
+        shards: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -100,7 +105,7 @@ class TextDataModule(LightningDataModule):
         self.tokenizer_kind, self.vocab_size, self.special_tokens = tokenizer_kind, vocab_size, special_tokens
         self.block_size, self.batch_size, self.num_workers = block_size, batch_size, num_workers
         self.val_fraction, self.min_chars, self.dedup, self.seed = val_fraction, min_chars, dedup, seed
-        self.cache_dir, self.test_source = cache_dir, test_source
+        self.cache_dir, self.test_source, self.shards = cache_dir, test_source, shards
         self._splits: Optional[dict[str, list[Document]]] = None
         self._report: Optional[CleaningReport] = None
         self._tokenizer: Optional[Tokenizer] = None
@@ -149,7 +154,9 @@ class TextDataModule(LightningDataModule):
     def tokenizer(self) -> Tokenizer:
         """The ``tokenizers.Tokenizer``: loaded from ``tokenizer``, else trained on the train split."""
         if self._tokenizer is None:
-            if self.tokenizer_file is not None:
+            if self.tokenizer_file is None and self.shards is not None:
+                tok, path = load_tokenizer(token_shards.tokenizer_file(self.shards)), token_shards.tokenizer_file(self.shards)
+            elif self.tokenizer_file is not None:
                 tok, path = load_tokenizer(self.tokenizer_file), tokenizer_json_path(self.tokenizer_file)
             else:
                 train, settings = self.documents("train"), (self.tokenizer_kind, self.vocab_size, self.special_tokens)
@@ -187,6 +194,8 @@ class TextDataModule(LightningDataModule):
 
     def setup(self, stage: Optional[str] = None) -> None:
         """Map the cached token streams (building them first if ``prepare_data`` did not run)."""
+        if not self._tokens and self.shards is not None:
+            self._tokens = {name: token_shards.open_split(self.shards, name) for name in ("train", "val")}
         if not self._tokens:
             paths = self._build_token_files()
             self._tokens = {name: cache.open_tokens(path, self.model_vocab_size) for name, path in paths.items()}
@@ -199,6 +208,8 @@ class TextDataModule(LightningDataModule):
         return self._tokens[split]
 
     def _build_token_files(self) -> dict[str, Path]:
+        if self.shards is not None:  # written by `zoo data prepare`; check they are complete
+            return {name: Path(self.shards) for name in token_shards.read_index(self.shards)["splits"]}
         splits = {name: self.documents(name) for name in self._documents()}
         return cache.build_token_files(self._token_cache_folder(), splits, self.tokenizer, self.eos_token_id)
 
