@@ -27,15 +27,17 @@ exp2. A row with no visible key outputs 0 and gets zero gradients (its log-sum-e
 
 from __future__ import annotations
 
-import functools
-import math
 from dataclasses import dataclass
 
 import torch
 import triton
 
 from kernels._attention_kernels import _attn_bwd_dkdv, _attn_bwd_dq, _attn_bwd_preprocess, _attn_fwd
+from kernels._compile import device_smem_limit, keep_fitting, record, runtime_facts
 from kernels._device import check_device, is_interpreter
+from kernels.t5_buckets import relative_position_bucket, t5_bucket_table
+
+__all__ = ["attention", "reference_attention", "relative_position_bucket"]
 
 LOG2E = 1.4426950408889634
 T5_GRAD_ROWS = 16  # query rows per row of the T5-gradient scratch buffer (see _attn_bwd_dq)
@@ -54,9 +56,9 @@ _INTERPRETER_BLOCKS = {
 }
 
 
-# Candidate configs (BLOCK_M, BLOCK_N, num_warps, num_stages, largest padded head dim they suit),
-# picked for the H100 from ptxas register/spill reports of each kernel at D = 64 and 128 (the
-# ones that spilled were dropped); autotuning chooses among those that fit the head dim.
+# Candidate configs (BLOCK_M, BLOCK_N, num_warps, num_stages, largest padded head dim they suit);
+# autotuning chooses among those meant for the head dim that the compiler reports free of spills
+# and within the device's shared memory (see `_pruner`). `make aot-check` tabulates them all.
 _CANDIDATES = {
     "fwd": [(128, 64, 8, 3, 128), (128, 64, 8, 4, 128), (128, 128, 8, 3, 64), (64, 64, 4, 3, 128),
             (64, 32, 4, 2, 256)],
@@ -65,45 +67,55 @@ _CANDIDATES = {
     "dq": [(128, 32, 8, 3, 128), (128, 64, 8, 2, 128), (64, 32, 4, 3, 128), (64, 64, 4, 2, 128),
            (32, 32, 4, 2, 256)],
 }
-# Below this many query×key pairs per head, tuning costs more than it saves: use a fixed config,
-# per kernel and padded head dim (<= 64, 128, 256).
+# Below this many query×key pairs per head, tuning costs more than it saves: a fixed config per
+# kernel and padded head dim (<= 64, 128, 256), the first of these the compiler reports clean.
 _TUNE_MIN_PAIRS = 512 * 512
 _FIXED = {
-    "fwd": {64: (64, 64, 4, 2), 128: (64, 64, 4, 2), 256: (64, 32, 4, 2)},
-    "dkdv": {64: (16, 64, 4, 2), 128: (16, 64, 8, 2), 256: (16, 32, 4, 2)},
-    "dq": {64: (64, 32, 4, 2), 128: (64, 32, 4, 2), 256: (32, 32, 4, 2)},
+    "fwd": {64: [(64, 64, 4, 2), (64, 32, 4, 2)], 128: [(64, 64, 4, 2), (64, 32, 4, 2)],
+            256: [(64, 32, 4, 2), (32, 32, 4, 1)]},
+    "dkdv": {64: [(16, 64, 4, 2), (16, 32, 4, 2)], 128: [(16, 64, 8, 2), (16, 32, 4, 2)],
+             256: [(16, 32, 4, 2), (16, 32, 4, 1)]},
+    "dq": {64: [(64, 32, 4, 2), (32, 32, 4, 2)], 128: [(64, 32, 4, 2), (32, 32, 4, 2)],
+           256: [(32, 32, 4, 2), (16, 32, 4, 1)]},
 }
+_PREPROCESS = triton.Config({"BLOCK_M": 64}, num_warps=4, num_stages=3)  # Triton's defaults
 _MAX_D = {}  # config -> largest padded head dim it is meant for
+
+
+def _config(m, n, w, s) -> triton.Config:
+    return triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
 
 
 def _configs(kind):
     configs = []
     for m, n, w, s, dmax in _CANDIDATES[kind]:
-        config = triton.Config({"BLOCK_M": m, "BLOCK_N": n}, num_warps=w, num_stages=s)
+        config = _config(m, n, w, s)
         _MAX_D[config] = dmax
         configs.append(config)
     return configs
 
 
-# Rows of each tile that stay resident vs. stream through the software pipeline, per kernel.
-_SMEM_ROWS = {
-    "fwd": lambda c: c.kwargs["BLOCK_M"] + 2 * c.kwargs["BLOCK_N"] * c.num_stages,
-    "dkdv": lambda c: 2 * c.kwargs["BLOCK_N"] + 2 * c.kwargs["BLOCK_M"] * c.num_stages,
-    "dq": lambda c: 2 * c.kwargs["BLOCK_M"] + 2 * c.kwargs["BLOCK_N"] * c.num_stages,
-}
-_SMEM_BUDGET = 192 * 1024  # bytes; the H100 allows 227 KB per block and Triton needs some itself
+def fixed_configs(kind: str, d_pad: int) -> list:
+    """The small-problem configs of kernel `kind` at padded head dim `d_pad`, in order of preference."""
+    return [_config(*c) for c in _FIXED[kind][max(64, d_pad)]]
+
+
+def tuned_configs(kind: str, d_pad: int) -> list:
+    """The autotune candidates of kernel `kind` meant for padded head dim `d_pad` (before pruning)."""
+    return [c for c in _TUNED[kind].configs if d_pad <= _MAX_D[c]]
+
+
+def _facts_on_device(kind: str, args: dict):
+    return lambda config: runtime_facts(_PLAIN[kind], args, config)
 
 
 def _pruner(kind):
-    """Keep the configs meant for this head dim whose tiles fit in shared memory (at least one)."""
+    """Keep the candidates meant for this head dim that compile clean on this device (at least one)."""
 
     def prune(configs, named_args, **kwargs):
         args = {**named_args, **kwargs}
-        d_pad = args["D_PAD"]
-        row_bytes = d_pad * args["Q"].element_size()
-        need = {c: _SMEM_ROWS[kind](c) * row_bytes for c in configs}
-        kept = [c for c in configs if need[c] <= _SMEM_BUDGET and d_pad <= _MAX_D.get(c, 256)]
-        return kept or [min(configs, key=need.get)]
+        meant = [c for c in configs if args["D_PAD"] <= _MAX_D.get(c, 256)] or list(configs)
+        return keep_fitting(meant, _facts_on_device(kind, args), device_smem_limit())
 
     return prune
 
@@ -120,13 +132,15 @@ def _launch(name: str, rows: int, programs: int, **args) -> None:
     """Launch kernel `name` on a grid of (cdiv(rows, block), programs): one small config under the
     interpreter, a fixed one for small problems on CUDA, autotuned otherwise."""
     block = "BLOCK_N" if name == "dkdv" else "BLOCK_M"
+    if record(name, _PLAIN[name], args, fixed_configs(name, args["D_PAD"]) + tuned_configs(name, args["D_PAD"])):
+        return
     if is_interpreter():
         cfg = _INTERPRETER_BLOCKS[name]
         _PLAIN[name][(triton.cdiv(rows, cfg[block]), programs)](**args, **cfg)
     elif args["Sq"] * args["Sk"] < _TUNE_MIN_PAIRS:
-        m, n, w, s = _FIXED[name][max(64, args["D_PAD"])]
-        cfg = {"BLOCK_M": m, "BLOCK_N": n}
-        _PLAIN[name][(triton.cdiv(rows, cfg[block]), programs)](**args, **cfg, num_warps=w, num_stages=s)
+        cfg = keep_fitting(fixed_configs(name, args["D_PAD"]), _facts_on_device(name, args), device_smem_limit())[0]
+        _PLAIN[name][(triton.cdiv(rows, cfg.kwargs[block]), programs)](
+            **args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:
         _TUNED[name][lambda meta: (triton.cdiv(rows, meta[block]), programs)](**args)
 
@@ -185,10 +199,12 @@ def _backward(do, q, k, v, o, lse, spec: _Spec):
     Hkv, Sk = k.shape[1], k.shape[2]
     common = _common_args(q, k, spec)
     delta = torch.empty_like(lse)
-    block = _INTERPRETER_BLOCKS["dq"]["BLOCK_M"] if is_interpreter() else 64
-    _attn_bwd_preprocess[(triton.cdiv(Sq, block), B * H)](
-        o, do, delta, *o.stride()[:3], *do.stride()[:3], H, Sq,
-        HEAD_DIM=D, D_PAD=common["D_PAD"], BLOCK_M=block)
+    pre = dict(O=o, DO=do, DELTA=delta, **_strides("o", o, "m"), **_strides("do", do, "m"), H=H, Sq=Sq,
+               HEAD_DIM=D, D_PAD=common["D_PAD"])
+    if not record("preprocess", _attn_bwd_preprocess, pre, [_PREPROCESS]):
+        cfg = _PREPROCESS if not is_interpreter() else triton.Config({"BLOCK_M": _INTERPRETER_BLOCKS["dq"]["BLOCK_M"]})
+        _attn_bwd_preprocess[(triton.cdiv(Sq, cfg.kwargs["BLOCK_M"]), B * H)](
+            **pre, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     dq = torch.empty((B, H, Sq, D), device=q.device, dtype=q.dtype)
     dk = torch.empty((B, Hkv, Sk, D), device=q.device, dtype=k.dtype)
     dv = torch.empty_like(dk)
@@ -213,49 +229,9 @@ def _backward(do, q, k, v, o, lse, spec: _Spec):
 # ---------------------------------------------------------------------------------------------
 
 
-def relative_position_bucket(relative_position: torch.Tensor, bidirectional: bool = True,
-                             num_buckets: int = 32, max_distance: int = 128) -> torch.Tensor:
-    """T5's bucket of relative_position = key_pos − query_pos, exactly Hugging Face's formula.
-
-    Small distances get a bucket each; larger ones share log-spaced buckets up to max_distance and
-    the last bucket beyond. The float32 log and the truncation by `.to(torch.long)` are kept as
-    they are, since a bucket that moves by one at an exact boundary changes the model.
-    """
-    buckets = 0
-    if bidirectional:
-        num_buckets //= 2
-        buckets += (relative_position > 0).to(torch.long) * num_buckets
-        relative_position = torch.abs(relative_position)
-    else:
-        relative_position = -torch.min(relative_position, torch.zeros_like(relative_position))
-    max_exact = num_buckets // 2
-    is_small = relative_position < max_exact
-    log_ratio = torch.log(relative_position.float() / max_exact) / math.log(max_distance / max_exact)
-    large = max_exact + (log_ratio * (num_buckets - max_exact)).to(torch.long)
-    large = torch.min(large, torch.full_like(large, num_buckets - 1))
-    return buckets + torch.where(is_small, relative_position, large)
-
-
-@functools.lru_cache(maxsize=64)
-def _t5_bucket_table(device: torch.device, num_buckets: int, max_distance: int, bidirectional: bool):
-    """Buckets of r = -L..L with L = max(max_distance, num_buckets), and L.
-
-    Beyond ±L the bucket no longer changes (it is saturated past max_distance), so the kernels
-    clamp r into the table. The table comes from the torch formula on the tensors' own device,
-    so the kernels reproduce that device's float32 log rounding bit for bit. Computing the log in
-    the kernel (Triton's approximate log and division) risks moving the distances where the exact
-    value is an integer, e.g. r = 64 for the default 32/128, into the neighbouring bucket.
-    """
-    L = max(max_distance, num_buckets)
-    rel = torch.arange(-L, L + 1, device=device)
-    return relative_position_bucket(rel, bidirectional, num_buckets, max_distance).to(torch.int32), L
-
-
 class _FlashAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, t5_bias, spec: _Spec):
-        if t5_bias is not None:  # (H, 2L+1): the bias of every clamped relative position, log2 units
-            spec.t5_rel = (t5_bias.detach().float()[:, spec.t5_bucket.long()] * LOG2E).contiguous()
         o, lse = _forward(q, k, v, spec)
         ctx.save_for_backward(q, k, v, o, lse)
         ctx.spec = spec
@@ -328,22 +304,31 @@ def attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mas
     _validate_t5(t5_bias, t5_num_buckets, t5_max_distance, t5_bidirectional)
     check_device(q, k, v, key_padding_mask, alibi_slopes, t5_bias)
     _check_kernel_inputs(q, k, v)
-    B, H, Sq, D = q.shape
     if q.numel() == 0 or k.shape[2] == 0:  # nothing to attend to: every row is empty
         return q.new_zeros(q.shape)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    spec = _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias, t5_num_buckets,
+                      t5_max_distance, t5_bidirectional)
+    return _FlashAttention.apply(q, k, v, t5_bias, spec)
+
+
+def _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias, t5_num_buckets=32,
+               t5_max_distance=128, t5_bidirectional=True) -> _Spec:
+    """The kernels' view of `attention`'s options (tensors detached, converted and contiguous)."""
     spec = _Spec(
         causal=bool(causal),
-        scale=float(D**-0.5 if scale is None else scale),
+        scale=float(q.shape[3] ** -0.5 if scale is None else scale),
         window=None if window is None else int(window),
         kpm=None if key_padding_mask is None else key_padding_mask.to(torch.uint8).contiguous(),
         alibi2=None if alibi_slopes is None else (alibi_slopes.detach().float() * LOG2E).contiguous(),
         t5_bucket=None,
     )
     if t5_bias is not None:
-        spec.t5_bucket, spec.t5_L = _t5_bucket_table(q.device, t5_num_buckets, t5_max_distance, t5_bidirectional)
+        spec.t5_bucket, spec.t5_L = t5_bucket_table(q.device, t5_num_buckets, t5_max_distance, t5_bidirectional)
         spec.t5_num_buckets = t5_num_buckets
-    return _FlashAttention.apply(q, k, v, t5_bias, spec)
+        # (H, 2L+1): the bias of every clamped relative position, in log2 units
+        spec.t5_rel = (t5_bias.detach().float()[:, spec.t5_bucket.long()] * LOG2E).contiguous()
+    return spec
 
 
 def reference_attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mask=None,

@@ -33,6 +33,7 @@ import triton
 import triton.language as tl
 from torch.autograd.function import once_differentiable
 
+from kernels._compile import record
 from kernels._device import check_device, is_interpreter, on_device
 
 # ---------------------------------------------------------------------------------------------
@@ -294,12 +295,9 @@ def _forward(x: torch.Tensor, weight, bias, eps: float, is_rms: bool):
         return y, mean, rstd
     cfg = _config(n, backward=False)
     kernel = _norm_fwd_looped if cfg.looped else _norm_fwd_fused
-    kernel[(triton.cdiv(m, cfg.block_m),)](
-        x, y, weight, weight if bias is None else bias, rstd if mean is None else mean, rstd,
-        x.stride(0), m, n, eps,
-        IS_RMS=is_rms, HAS_BIAS=bias is not None,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-    )
+    args = dict(X=x, Y=y, W=weight, B=weight if bias is None else bias, Mean=rstd if mean is None else mean,
+                Rstd=rstd, stride_x=x.stride(0), M=m, N=n, eps=eps, IS_RMS=is_rms, HAS_BIAS=bias is not None)
+    _launch("fwd_looped" if cfg.looped else "fwd", kernel, (triton.cdiv(m, cfg.block_m),), args, cfg)
     return y, mean, rstd
 
 
@@ -319,15 +317,13 @@ def _backward(dy: torch.Tensor, x: torch.Tensor, weight, bias, mean, rstd, is_rm
     if cfg.looped:
         c1 = torch.empty(m, dtype=torch.float32, device=x.device)
         c2 = c1 if is_rms else torch.empty_like(c1)
-        _norm_bwd_row_sums[(row_blocks,)](
-            x, dy, weight, mean_arg, rstd, c1, c2, x.stride(0), dy.stride(0), m, n,
-            IS_RMS=is_rms, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-        )
-    _norm_bwd[(progs, col_blocks)](
-        x, dy, weight, mean_arg, rstd, dx, c1, c2, partial, x.stride(0), dy.stride(0), m, n,
-        IS_RMS=is_rms, HAS_BIAS=bias is not None, ROW_SUMS_GIVEN=cfg.looped,
-        BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps,
-    )
+        _launch("bwd_row_sums", _norm_bwd_row_sums, (row_blocks,), dict(
+            X=x, DY=dy, W=weight, Mean=mean_arg, Rstd=rstd, C1=c1, C2=c2, stride_x=x.stride(0),
+            stride_dy=dy.stride(0), M=m, N=n, IS_RMS=is_rms), cfg)
+    _launch("bwd", _norm_bwd, (progs, col_blocks), dict(
+        X=x, DY=dy, W=weight, Mean=mean_arg, Rstd=rstd, DX=dx, C1=c1, C2=c2, Partial=partial,
+        stride_x=x.stride(0), stride_dy=dy.stride(0), M=m, N=n, IS_RMS=is_rms, HAS_BIAS=bias is not None,
+        ROW_SUMS_GIVEN=cfg.looped), cfg)
     dw = _column_sums(partial[0], weight)
     db = None if bias is None else _column_sums(partial[1], bias)
     return dx, dw, db
@@ -339,8 +335,19 @@ def _column_sums(partial: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
     out = torch.empty(n, dtype=param.dtype, device=param.device)
     block_n = 1024 if is_interpreter() else 256
     block_p = min(32, triton.next_power_of_2(progs))
-    _sum_partials[(triton.cdiv(n, block_n),)](partial, out, progs, n, BLOCK_P=block_p, BLOCK_N=block_n)
+    config = triton.Config({"BLOCK_P": block_p, "BLOCK_N": block_n}, num_warps=4, num_stages=3)
+    args = dict(Partial=partial, Out=out, P=progs, N=n)
+    if not record("sum_partials", _sum_partials, args, [config]):
+        _sum_partials[(triton.cdiv(n, block_n),)](**args, **config.kwargs, num_warps=4, num_stages=3)
     return out
+
+
+def _launch(name: str, kernel, grid: tuple, args: dict, cfg: _Config) -> None:
+    """Launch `kernel` on `grid` with block shape `cfg` (or record it: see kernels._compile)."""
+    # num_stages 3 is Triton's default on CUDA, written out so that the AOT check compiles the same
+    config = triton.Config({"BLOCK_M": cfg.block_m, "BLOCK_N": cfg.block_n}, num_warps=cfg.num_warps, num_stages=3)
+    if not record(name, kernel, args, [config]):
+        kernel[grid](**args, **config.kwargs, num_warps=config.num_warps, num_stages=config.num_stages)
 
 
 def _as_rows(t: torch.Tensor, n: int) -> torch.Tensor:

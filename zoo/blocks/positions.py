@@ -16,6 +16,12 @@ import math
 import torch
 from torch import nn
 
+# One implementation, shared with the attention kernels' host code (blocks may import kernels).
+from kernels.t5_buckets import relative_position_bucket
+
+__all__ = ["LearnedPositions", "RotaryEmbedding", "SinusoidalPositions", "T5RelativeBias", "alibi_slopes",
+           "apply_rotary", "relative_position_bucket", "t5_bias_matrix"]
+
 
 class LearnedPositions(nn.Module):
     """A learned table of `num_positions` vectors. `offset` shifts indices (BART stores 2 extra rows)."""
@@ -81,26 +87,6 @@ def alibi_slopes(n_head: int) -> torch.Tensor:
     closest = 2 ** math.floor(math.log2(n_head))
     extra = powers(2 * closest)[0::2][: n_head - closest]
     return torch.tensor(powers(closest) + extra)
-
-
-def relative_position_bucket(
-    relative_position: torch.Tensor, bidirectional: bool = True, num_buckets: int = 32, max_distance: int = 128
-) -> torch.Tensor:
-    """T5's bucket of `relative_position = key_pos − query_pos`: exact for small distances, log-spaced
-    up to `max_distance`, clamped beyond. Matches Hugging Face's `_relative_position_bucket`."""
-    buckets = torch.zeros_like(relative_position)
-    if bidirectional:
-        num_buckets //= 2
-        buckets += (relative_position > 0).long() * num_buckets
-        distance = relative_position.abs()
-    else:
-        distance = -torch.clamp(relative_position, max=0)
-    max_exact = num_buckets // 2
-    is_small = distance < max_exact
-    log_ratio = torch.log(distance.float() / max_exact) / math.log(max_distance / max_exact)
-    large = max_exact + (log_ratio * (num_buckets - max_exact)).long()
-    large = torch.clamp(large, max=num_buckets - 1)
-    return buckets + torch.where(is_small, distance, large)
 
 
 class T5RelativeBias(nn.Module):
