@@ -50,6 +50,7 @@ def build_models(args):
     import transformers
 
     import zoo
+    from zoo.blocks import set_attention_impl
 
     cfg = transformers.GPT2Config(vocab_size=args.vocab, n_positions=args.seq, n_embd=args.d_model, n_layer=args.layers,
                                   n_head=args.heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
@@ -58,9 +59,7 @@ def build_models(args):
     with tempfile.TemporaryDirectory() as tmp:
         hf.save_pretrained(tmp)
         ours = zoo.from_hf(tmp)
-    for m in ours.modules():  # from_hf picks eager attention for parity checks; train with the fast path
-        if hasattr(m, "impl") and type(m).__name__ == "Attention":
-            m.impl = args.attn_impl
+    set_attention_impl(ours, args.attn_impl)  # from_hf picks eager attention for parity checks; train with the fast path
     return ours.to(args.device).train(), hf.to(args.device).train()
 
 

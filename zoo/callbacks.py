@@ -29,7 +29,9 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from zoo.blocks import set_attention_impl, set_norm_impl
 from zoo.errors import ZooError
+from zoo.models.base import Seq2SeqModel
 
 
 # --------------------------------------------------------------------------- FLOPs and peaks
@@ -74,9 +76,8 @@ def training_flops(model: nn.Module, batch: dict, forward: Optional[Callable] = 
     """
     with torch.device("meta"):
         meta = _plain_class(model)(model.config)
-    for module in meta.modules():  # kernels cannot run on meta tensors; torch computes the same function
-        if getattr(module, "impl", None) == "triton":
-            module.impl = "torch"
+    set_attention_impl(meta, "torch")  # kernels cannot run on meta tensors; torch computes the same function
+    set_norm_impl(meta, "torch")
     meta.train()
     counter = FlopCounterMode(display=False)
     with counter:
@@ -188,7 +189,7 @@ class Throughput(L.Callback):
         shape = tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()) if torch.is_tensor(v))
         if shape not in self._flops:
             self._flops[shape] = self._measure(model, batch, getattr(pl_module, "flop_forward", None))
-        tokens, samples = batch_counts(batch, bool(getattr(model, "is_encoder_decoder", False)))
+        tokens, samples = batch_counts(batch, isinstance(model, Seq2SeqModel))
         self._batch = (self._flops[shape], tokens, samples)
 
     @staticmethod

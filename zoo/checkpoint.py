@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,10 +34,35 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise ZooError(f"'{path}' is a directory, not a checkpoint file; pass a .ckpt file (or a Hugging Face directory to --model)")
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise ZooError(unsafe_checkpoint_message(path)) from err
     except Exception as err:
-        raise ZooError(f"'{path}' is not a readable PyTorch checkpoint ({type(err).__name__}); pass a .ckpt file written by `zoo fit`") from err
+        raise ZooError(unreadable_checkpoint_message(path, err)) from err
+
+
+def unreadable_checkpoint_message(path: str | os.PathLike, err: BaseException) -> str:
+    """Why torch.load failed, told from the file's first bytes: not a checkpoint at all (text, HTML,
+    empty), a torch zip archive cut short (a copy or download interrupted), or one that pickles objects."""
+    p = Path(path)
+    head = p.read_bytes()[:4] if p.is_file() else b""
+    fix = "pass a .ckpt file written by `zoo fit`"
+    if not head:
+        return f"checkpoint '{path}' is empty; {fix}"
+    if head[:2] != b"PK" and head[:1] != b"\x80":  # torch saves zip archives (PK); legacy files are pickles (\x80)
+        kind = "a text file" if _looks_like_text(p) else "not a PyTorch checkpoint"
+        return f"checkpoint '{path}' is {kind}, not a PyTorch checkpoint; {fix}"
+    if isinstance(err, pickle.UnpicklingError) and "weights_only" in str(err).lower():
+        return unsafe_checkpoint_message(path)
+    if head[:2] == b"PK" and not zipfile.is_zipfile(p):
+        return (f"checkpoint '{path}' is truncated or corrupt (its archive does not end); copy it again, or use "
+                "another checkpoint of the run (e.g. last.ckpt)")
+    return f"checkpoint '{path}' could not be read ({type(err).__name__}: {str(err).splitlines()[0][:120]}); {fix}"
+
+
+def _looks_like_text(path: Path) -> bool:
+    try:
+        path.read_bytes()[:4096].decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def is_sharded_checkpoint(path: Path) -> bool:
@@ -71,14 +97,13 @@ def checkpoint_family(ckpt: dict) -> Optional[str]:
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Any]:
     """(model in eval mode, tokenizers.Tokenizer or None) from a zoo `.ckpt` file."""
-    from zoo.models import FAMILIES
+    from zoo.families import FAMILIES
 
     ckpt = read_checkpoint(path)
     meta = ckpt.get("zoo")
     if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
         raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")
-    model_cls, config_cls = FAMILIES[meta["family"]]
-    model = model_cls(config_cls(**meta["config"]))
+    model = FAMILIES[meta["family"]].build(meta["config"])
     state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     model.load_state_dict(state)
     tokenizer = None
@@ -89,6 +114,15 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Any]:
     return model.eval(), tokenizer
 
 
+def looks_like_path(name: str) -> bool:
+    """Whether a model argument that does not exist was meant as a local path (it has a directory
+    separator, starts with "." or "~", or ends like a checkpoint) rather than a hub name ("org/name"
+    has one "/" and no dot-start: a hub name)."""
+    if name.startswith((".", "~", os.sep)) or name.endswith((".ckpt", ".pt", ".safetensors")):
+        return True
+    return name.count("/") > 1 or os.sep != "/" and os.sep in name
+
+
 def load_model(path: str) -> tuple[nn.Module, Any]:
     """A `.ckpt` file, a Hugging Face directory, or a hub name → (model, tokenizer)."""
     p = Path(path)
@@ -97,7 +131,7 @@ def load_model(path: str) -> tuple[nn.Module, Any]:
 
         model = from_hf(path)
         return model, getattr(model, "tokenizer", None)
-    if p.suffix == ".ckpt" or p.exists() or os.sep in path or path.startswith("."):
+    if p.suffix == ".ckpt" or p.exists() or looks_like_path(path):
         return model_from_checkpoint(path)
     from zoo.hf import from_hf  # a hub name
 

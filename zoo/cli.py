@@ -21,6 +21,39 @@ from zoo.errors import ZooError
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
+def check_generate_arguments(max_new_tokens: int, temperature: Optional[float], top_k: Optional[int],
+                             top_p: Optional[float], num_beams: int) -> None:
+    """Refuse sampling settings that would silently do something else than asked."""
+    if max_new_tokens < 1:
+        raise ZooError(f"--max_new_tokens {max_new_tokens}: must be at least 1")
+    if temperature is not None and temperature < 0:
+        raise ZooError(f"--temperature {temperature}: must be 0 (greedy) or more; a negative temperature "
+                       "would favour the least likely tokens")
+    if top_k is not None and top_k < 1:
+        raise ZooError(f"--top_k {top_k}: must be at least 1 (1 is greedy); use --top_k null for no filtering")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ZooError(f"--top_p {top_p}: must lie in (0, 1]; use --top_p null for no nucleus filtering")
+    if num_beams < 1:
+        raise ZooError(f"--num_beams {num_beams}: must be at least 1")
+
+
+def warn_if_blank(text: str, tokenizer=None) -> bool:
+    """Warn (on stderr) when the generated text is only whitespace or special/end tokens, as an untrained
+    or barely trained model produces; returns whether it warned."""
+    specials = set()
+    if tokenizer is not None:
+        specials = {t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()
+                    if t.startswith(("<", "[")) and t.endswith((">", "]"))}
+    rest = text
+    for token in specials:
+        rest = rest.replace(token, "")
+    if rest.strip():
+        return False
+    print("warning: the model generated only whitespace or end/special tokens; it is probably untrained or "
+          "trained too briefly (train longer, or check the checkpoint)", file=sys.stderr)
+    return True
+
+
 def generate(
     model: str,
     prompt: str = "The ",
@@ -50,6 +83,7 @@ def generate(
         num_beams: encoder-decoder models (T5, BART): beam search with more than 1 (not combined
             with sampling). They read the prompt as the encoder input and print the decoder output.
     """
+    check_generate_arguments(max_new_tokens, temperature, top_k, top_p, num_beams)
     import torch
 
     from zoo.checkpoint import load_model
@@ -62,10 +96,14 @@ def generate(
     ids = torch.tensor([tokenizer.encode(prompt).ids], device=device)
     if ids.shape[1] == 0:
         raise ZooError("the prompt encodes to no tokens; give a non-empty --prompt")
-    if getattr(net, "family", None) == "bert":
-        raise ZooError(f"'{model}' is a BERT encoder: it fills in masked tokens but does not generate text")
+    from zoo.families import can, family_of
+    from zoo.models.base import Capability
+
+    if not (can(net, Capability.CAUSAL_LM) or can(net, Capability.SEQ2SEQ)):
+        raise ZooError(f"'{model}' is a {family_of(net).name} model, which does not generate text; "
+                       "zoo generate runs causal LMs (GPT) and encoder-decoders (T5, BART)")
     gen = torch.Generator(device=device).manual_seed(seed)
-    if getattr(net, "is_encoder_decoder", False):
+    if can(net, Capability.SEQ2SEQ):
         sample = temperature is not None and temperature > 0
         if sample and num_beams > 1:
             raise ZooError(f"--temperature {temperature} samples, --num_beams {num_beams} runs beam search; "
@@ -77,12 +115,14 @@ def generate(
         except ValueError as err:  # a prompt longer than the context, a bad num_beams
             raise ZooError(str(err)) from None
         text = tokenizer.decode(out[0, 1:].tolist())  # drop the decoder start token
+        warn_if_blank(text, tokenizer)
         print(text)
         return text
     temperature = 0.8 if temperature is None else temperature
     out = run(net, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
               use_cache=use_cache, generator=gen)
     text = tokenizer.decode(out[0].tolist())
+    warn_if_blank(text[len(prompt):] if text.startswith(prompt) else text, tokenizer)
     print(text)
     return text
 
@@ -156,11 +196,11 @@ def _known_keys() -> list[str]:
 
     import lightning as L
 
-    from zoo.models import FAMILIES
+    from zoo.families import FAMILIES
 
     keys: set[str] = set()
-    for _, cfg in FAMILIES.values():
-        keys |= {f.name for f in dataclasses.fields(cfg)}
+    for family in FAMILIES.values():
+        keys |= {f.name for f in dataclasses.fields(family.config)}
     for obj in (L.Trainer.__init__,):
         keys |= set(inspect.signature(obj).parameters)
     import zoo.data as data
@@ -174,6 +214,16 @@ def _known_keys() -> list[str]:
     return sorted(keys - {"self", "args", "kwargs"})
 
 
+_NOISE = ("- Expected a <class 'NoneType'>", "Given value", "Subtypes", "Errors", "Parser key", "Problem with given",
+          "Does not validate against", "Problems parsing config")
+
+
+def _readable_type_error(line: str) -> str:
+    """"Expected a <class 'int'>. Got value: abc" → "expects int, got 'abc'"."""
+    m = re.match(r"Expected a <class '([^']+)'>\. Got value: (.*)", line)
+    return f"expects {m.group(1)}, got {m.group(2)!r}" if m else line
+
+
 def summarize_parse_error(message: str) -> str:
     """Turn jsonargparse's nested report into one line naming the bad key and a fix."""
     m = re.search(r"does not accept (?:option|nested key) '([^']+)'", message) or re.search(
@@ -183,10 +233,54 @@ def summarize_parse_error(message: str) -> str:
         close = difflib.get_close_matches(bad, _known_keys(), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"unknown config key '{bad}': {hint}check its spelling (`zoo fit --print_config` lists every key)"
-    lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    useful = [ln for ln in lines if not ln.startswith(("- Expected a <class 'NoneType'>", "Given value", "Subtypes", "Errors"))]
-    deepest = useful[-1] if useful else message
+    key, deepest = None, None
+    for raw in message.splitlines():
+        line = raw.strip()
+        found = re.match(r'Parser key "([^"]+)"', line)
+        if found:
+            key = found.group(1)
+        elif line and not line.startswith(_NOISE) and not line.startswith("- Expected a <class 'NoneType'>"):
+            deepest = line.removeprefix("- ")
+    deepest = deepest or message.strip().splitlines()[-1] if message.strip() else message
+    if key:
+        return f"invalid value for '{key}': {_readable_type_error(deepest)} (`zoo fit --help` lists the options)"
     return f"invalid configuration: {deepest} (run with --help to see the accepted options)"
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Each `-c/--config FILE` exists and is valid YAML: say which file and where it breaks."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg in ("-c", "--config") and i + 1 < len(argv) else None
+        if arg.startswith("--config="):
+            path = arg.split("=", 1)[1]
+        if path is None or path.lstrip().startswith(("{", "[")):
+            continue
+        from pathlib import Path
+
+        if not Path(path).is_file():
+            raise ZooError(f"config file '{path}' does not exist; pass a YAML file such as configs/gpt/nano.yaml")
+        try:
+            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise ZooError(f"config file '{path}' is not UTF-8 text; pass a YAML file") from None
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+            raise ZooError(f"config file '{path}' is not valid YAML{where}: {problem}") from None
+
+
+def user_error(err: BaseException) -> Optional[ZooError]:
+    """The ZooError behind an exception: jsonargparse and Lightning wrap what a constructor raised."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ZooError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def _run_lightning(argv: Optional[list[str]]) -> None:
@@ -203,6 +297,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print("\ncommands: " + ", ".join(LIGHTNING_COMMANDS + tuple(EXTRA_COMMANDS)) + "   (zoo COMMAND --help)")
         return 0
     try:
+        check_config_files(argv)
         if argv[0] in EXTRA_COMMANDS:
             from jsonargparse import CLI
 
@@ -211,12 +306,13 @@ def main(argv: Optional[list[str]] = None) -> int:
                 exit_on_error=False, prog=f"zoo {argv[0]}")
         else:
             _run_lightning(None if from_sys else argv)
-    except ZooError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     except Exception as err:
         from jsonargparse import ArgumentError
 
+        mistake = user_error(err)
+        if mistake is not None:
+            print(f"error: {mistake}", file=sys.stderr)
+            return 2
         if isinstance(err, ArgumentError):
             print(f"error: {summarize_parse_error(str(err))}", file=sys.stderr)
             return 2

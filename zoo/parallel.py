@@ -1,8 +1,9 @@
 """Parallelism applied from outside the models, in the order torchtitan uses:
 
-1. tensor parallel (Megatron-LM, Shoeybi et al., 2019): q/k/v and the MLP's up/gate projections split
-   column-wise (by output features, so by heads), the attention output and MLP down projections
-   row-wise, one all-reduce per branch;
+1. tensor parallel (Megatron-LM, Shoeybi et al., 2019), by plan alone: q/k/v and the MLP's up/gate
+   projections split column-wise (by output features, so by heads), the attention output and MLP
+   down projections row-wise, one all-reduce per branch; a pre-hook hands each attention its
+   heads' slice of the score biases;
 2. activation checkpointing per block (Chen et al., 2016): keep only each block's input, recompute
    its activations in the backward pass;
 3. `torch.compile` per block, in place: the block's forward is compiled, the module stays (names of
@@ -67,23 +68,6 @@ def parallelize(
 
 
 # --------------------------------------------------------------------------- tensor parallel
-class TensorParallelAttention(Attention):
-    """`Attention` whose heads are split across the tensor-parallel group.
-
-    `n_head` and `n_kv_head` count this rank's heads. q, k and v go through their own (column-wise
-    parallel) modules, because the single-device path concatenates the full weights into one GEMM,
-    which would bypass the sharding hooks; score biases (ALiBi slopes, T5 tables) keep this rank's heads.
-    """
-
-    tp_mesh: DeviceMesh
-
-    def _project_qkv(self, x: torch.Tensor):
-        return (self._heads(self.q_proj(x), self.n_head), *self._project_kv(x))
-
-    def forward(self, *args, bias: Optional[ScoreBias] = None, **kwargs) -> torch.Tensor:
-        return super().forward(*args, bias=local_bias(bias, self.tp_mesh), **kwargs)  # blocks pass bias by name
-
-
 def local_heads(t: torch.Tensor, mesh: DeviceMesh) -> torch.Tensor:
     """This rank's slice of a per-head tensor (H, ...). Through DTensor, so that in the backward pass
     the slices' gradients are gathered into the full tensor's gradient on every rank."""
@@ -103,12 +87,12 @@ def tensor_parallel_block(block: TransformerBlock, tp_mesh: DeviceMesh) -> None:
     """Shard one block's attention and MLP projections over `tp_mesh` (Megatron-LM's layout)."""
     from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
 
+    attentions = {name: getattr(block, name) for name in ("self_attn", "cross_attn") if getattr(block, name) is not None}
+    for name, attn in attentions.items():
+        _check_heads(attn, tp_mesh, name)
     plan = {}
-    for name in ("self_attn", "cross_attn"):
-        attn = getattr(block, name)
-        if attn is None:
-            continue
-        _split_heads(attn, tp_mesh, name)
+    for name, attn in attentions.items():
+        attn.register_forward_pre_hook(_local_bias_hook(tp_mesh), with_kwargs=True)
         plan.update({f"{name}.{p}": ColwiseParallel() for p in ("q_proj", "k_proj", "v_proj")})
         plan[f"{name}.o_proj"] = RowwiseParallel()
     plan["mlp.up_proj"] = ColwiseParallel()
@@ -118,16 +102,26 @@ def tensor_parallel_block(block: TransformerBlock, tp_mesh: DeviceMesh) -> None:
     parallelize_module(block, tp_mesh, plan)
 
 
-def _split_heads(attn: Attention, tp_mesh: DeviceMesh, name: str) -> None:
+def _check_heads(attn: Attention, tp_mesh: DeviceMesh, name: str) -> None:
     tp = tp_mesh.size()
     if attn.n_head % tp or attn.n_kv_head % tp:
         raise ZooError(
             f"tensor parallel size {tp} does not divide the {name} heads (n_head={attn.n_head}, "
             f"n_kv_head={attn.n_kv_head}); set the strategy's tensor_parallel_size to a divisor of both"
         )
-    attn.n_head, attn.n_kv_head = attn.n_head // tp, attn.n_kv_head // tp
-    attn.__class__ = TensorParallelAttention  # as fully_shard does: same object, new methods
-    attn.tp_mesh = tp_mesh
+
+
+def _local_bias_hook(tp_mesh: DeviceMesh):
+    """A forward pre-hook giving an attention its rank's slice of the per-head score biases (ALiBi
+    slopes, T5 tables), which the stack computes for all heads. The projections need nothing more:
+    attention reads its head count off the projected widths."""
+
+    def hook(module, args, kwargs):
+        if kwargs.get("bias") is not None:
+            kwargs["bias"] = local_bias(kwargs["bias"], tp_mesh)
+        return args, kwargs
+
+    return hook
 
 
 # --------------------------------------------------------------------------- checkpointing, FSDP2
@@ -160,20 +154,19 @@ def shard_fully(model: nn.Module, blocks: list[nn.Module], dp_mesh: DeviceMesh) 
     shard_module(model, dp_mesh)
 
 
-# Methods tasks call on a model instead of `forward` (a classifier's features, decoding). FSDP2 gathers
-# the root's parameters (embeddings, heads, final norms) in hooks around `forward` only; these methods
-# get the same hooks. None of them calls another, or `forward`, so the hooks never nest.
-ENTRY_POINTS = ("pooled", "hidden_states", "generate")
-
-
 def shard_module(module: nn.Module, dp_mesh: DeviceMesh) -> None:
-    """FSDP2 on `module` as one unit, its entry points registered (see ENTRY_POINTS)."""
+    """FSDP2 on `module` as one unit. A zoo model's entry points (methods tasks call instead of `forward`:
+    a classifier's features, decoding; `Family.entry_points`) get the hooks that gather the root's
+    parameters (embeddings, heads, final norms) around `forward`. None of them calls another, or
+    `forward`, so the hooks never nest."""
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
+    from zoo.families import FAMILIES
+
     fully_shard(module, mesh=dp_mesh)
-    for name in ENTRY_POINTS:
-        if callable(getattr(module, name, None)):
-            register_fsdp_forward_method(module, name)
+    family = next((f for f in FAMILIES.values() if isinstance(module, f.model)), None)
+    for name in family.entry_points if family is not None else ():
+        register_fsdp_forward_method(module, name)
 
 
 def scalars_as_vectors(model: nn.Module) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from zoo.blocks import (MLP, LayerNorm, RMSNorm, RotaryEmbedding, SinusoidalPositions, TransformerBlock,
+from zoo.blocks import (MLP, AttentionConfig, BlockConfig, LayerNorm, MLPConfig, RMSNorm, RotaryEmbedding, SinusoidalPositions, TransformerBlock,
                         alibi_slopes, apply_rotary, relative_position_bucket)
 from zoo.blocks.mlp import ACTIVATIONS
 
@@ -85,9 +85,9 @@ def test_relative_position_bucket_matches_hugging_face():
 
 
 def test_post_norm_block_normalizes_its_output():
-    block = TransformerBlock(d_model=16, n_head=2, d_ff=32, prenorm=False).eval()
+    block = TransformerBlock(BlockConfig(16, AttentionConfig(n_head=2), MLPConfig(d_ff=32), prenorm=False)).eval()
     y = block(torch.randn(2, 5, 16) * 10)
     assert torch.allclose(y.mean(-1), torch.zeros(2, 5), atol=1e-5)  # the last op is a LayerNorm
-    pre = TransformerBlock(d_model=16, n_head=2, d_ff=32, prenorm=True).eval()
+    pre = TransformerBlock(BlockConfig(16, AttentionConfig(n_head=2), MLPConfig(d_ff=32), prenorm=True)).eval()
     x = torch.randn(2, 5, 16) * 10
     assert pre(x).mean(-1).abs().max() > 1e-3  # pre-norm keeps the residual stream

@@ -49,12 +49,15 @@ def test_bart_checkpoint_keeping_only_the_head(tmp_path):
     assert ours.final_logits_bias.abs().sum() == 0
 
 
-def test_bart_unsupported_variant(tmp_path):
-    hf_bart().save_pretrained(tmp_path)
-    cfg = (tmp_path / "config.json").read_text().replace('"decoder_ffn_dim": 64', '"decoder_ffn_dim": 48')
-    (tmp_path / "config.json").write_text(cfg)
-    with pytest.raises(ZooError, match="decoder_ffn_dim"):
-        zoo.from_hf(tmp_path)
+def test_bart_with_encoder_and_decoder_of_different_shapes(tmp_path):
+    """Decoder heads, FFN width and depth differ from the encoder's: loads with parity (refused before)."""
+    hf = redraw(transformers.BartForConditionalGeneration._from_config(transformers.BartConfig(
+        vocab_size=101, d_model=32, encoder_layers=1, decoder_layers=3, encoder_attention_heads=2,
+        decoder_attention_heads=8, encoder_ffn_dim=48, decoder_ffn_dim=80, max_position_embeddings=40,
+        dropout=0.0, attention_dropout=0.0, activation_dropout=0.0), attn_implementation="eager"))
+    ours = seq2seq_check(hf, tmp_path)
+    assert ours.decoder.layers[0].self_attn.n_head == 8 and ours.encoder.layers[0].self_attn.n_head == 2
+    assert ours.decoder.layers[0].mlp.up_proj.out_features == 80 and len(ours.decoder.layers) == 3
 
 
 def test_bart_length_limit_and_counts():

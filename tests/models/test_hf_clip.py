@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.models import FAMILIES, CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+from zoo.families import FAMILIES
+from zoo.models import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 transformers = pytest.importorskip("transformers")
 
@@ -73,7 +74,7 @@ def test_config_round_trips_through_dicts():
     cfg = CLIPConfig(vocab_size=50, projection_dim=8,
                      vision=CLIPVisionConfig(image_size=16, patch_size=4, d_model=16, n_layer=1, n_head=2),
                      text=CLIPTextConfig(max_seq_len=8, d_model=16, n_layer=1, n_head=2, eos_token_id=0))
-    model_cls, config_cls = FAMILIES["clip"]
+    model_cls, config_cls = FAMILIES["clip"].model, FAMILIES["clip"].config
     again = config_cls(**asdict(cfg))
     assert again == cfg and isinstance(again.vision, CLIPVisionConfig)
     model = model_cls(again)

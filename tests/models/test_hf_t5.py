@@ -3,6 +3,7 @@ eager attention, no dropout, encoder and decoder padding); triton ≡ eager thro
 
 import dataclasses
 import json
+from dataclasses import asdict
 
 import pytest
 import torch
@@ -88,7 +89,7 @@ def test_t5_config_old_style_untied_means_unscaled(tmp_path):
 def test_t5_num_parameters_and_config():
     model = T5(T5Config(vocab_size=50, d_model=16, d_kv=8, d_ff=32, n_layer=1, n_head=2, tie_embeddings=False))
     assert model.num_parameters(non_embedding=False) - model.num_parameters() == 2 * 50 * 16
-    assert json.loads(json.dumps(model.config_dict()))["vocab_size"] == 50
+    assert json.loads(json.dumps(asdict(model.config)))["vocab_size"] == 50
 
 
 def test_t5_triton_matches_eager(monkeypatch):

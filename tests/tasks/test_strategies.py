@@ -246,10 +246,11 @@ def check_compile_and_checkpointing(runs):
 @pytest.mark.parametrize(("n_head", "n_kv_head"), [(6, 6), (8, 2)])
 def test_tensor_parallel_needs_heads_divisible_by_its_size(n_head, n_kv_head):
     """Query heads, and key/value heads under grouped-query attention, must split evenly: a one-line error."""
+    from zoo.blocks import AttentionConfig, BlockConfig, MLPConfig
     from zoo.blocks.transformer import TransformerBlock
     from zoo.parallel import tensor_parallel_block
 
-    block = TransformerBlock(48, n_head, 96, n_kv_head=n_kv_head)
+    block = TransformerBlock(BlockConfig(48, AttentionConfig(n_head, n_kv_head), MLPConfig(96)))
     message = f"tensor parallel size 4 does not divide .*n_head={n_head}, n_kv_head={n_kv_head}"
     with pytest.raises(ZooError, match=message):
         tensor_parallel_block(block, SimpleNamespace(size=lambda: 4))

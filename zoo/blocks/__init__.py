@@ -1,9 +1,12 @@
 """The shared block library: every family is configuration over these parts."""
 
-from zoo.blocks.attention import Attention, KVCache, ScoreBias, attend, visibility_mask
+from zoo.blocks.attention import (
+    Attention, KVCache, ScaledDotProduct, ScoreBias, attend, set_attention_impl, visibility_mask,
+)
 from zoo.blocks.backend import AttnImpl, NormImpl
+from zoo.blocks.config import AttentionConfig, BlockConfig, MLPConfig, NormConfig, StackConfig
 from zoo.blocks.mlp import ACTIVATIONS, MLP, Activation
-from zoo.blocks.norms import LayerNorm, NormKind, RMSNorm, build_norm
+from zoo.blocks.norms import LayerNorm, NormKind, RMSNorm, build_norm, set_norm_impl
 from zoo.blocks.patch import PatchEmbedding
 from zoo.blocks.positions import (
     LearnedPositions,
@@ -17,7 +20,8 @@ from zoo.blocks.positions import (
 from zoo.blocks.transformer import DecoderStack, EncoderStack, TransformerBlock, TransformerStack
 
 __all__ = [
-    "ACTIVATIONS", "Activation", "Attention", "AttnImpl", "DecoderStack", "EncoderStack", "KVCache",
+    "ACTIVATIONS", "Activation", "Attention", "AttentionConfig", "AttnImpl", "BlockConfig", "MLPConfig", "NormConfig",
+    "ScaledDotProduct", "StackConfig", "set_attention_impl", "set_norm_impl", "DecoderStack", "EncoderStack", "KVCache",
     "LayerNorm", "LearnedPositions", "MLP", "NormImpl", "NormKind", "PatchEmbedding", "RMSNorm",
     "RotaryEmbedding", "ScoreBias", "SinusoidalPositions", "T5RelativeBias", "TransformerBlock",
     "TransformerStack", "alibi_slopes", "apply_rotary", "attend", "build_norm", "relative_position_bucket",

@@ -16,20 +16,14 @@ i + Sk − Sq, so a decoding step against a KV cache is causal-correct); `window
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.blocks.backend import AttnImpl, triton_usable, warn_once
+from zoo.blocks.backend import AttnImpl, triton_available, triton_usable, warn_once
 from zoo.blocks.positions import apply_rotary, t5_bias_matrix
-
-
-# Inspection hook (`zoo inspect`): when set, the eager path calls it with q, k, v (k and v with their
-# heads repeated for GQA), the scores scale·QKᵀ + bias with masked keys at -inf, and the softmax
-# weights. None by default, so the hot paths never see it.
-score_recorder: Optional[Callable[..., None]] = None
 
 
 @dataclass
@@ -96,7 +90,8 @@ def attend(
     """
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     if impl == "triton" and dropout_p > 0:
-        warn_once("the triton attention kernel has no dropout; using torch for training with attention dropout")
+        warn_once("attention impl 'triton' falls back to 'torch' while training with attention dropout: "
+                  "the kernel has no dropout (set attn_dropout: 0.0 to train on the kernel)")
         impl = "torch"
     if impl == "triton" and triton_usable(q):
         import kernels
@@ -135,8 +130,6 @@ def _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask,
         if mask is not None:
             scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=-1).to(q.dtype)
-        if score_recorder is not None:
-            score_recorder(q=q, k=k, v=v, scores=scores, weights=weights)
         weights = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
         out = torch.matmul(weights, v)
     else:
@@ -180,13 +173,37 @@ class KVCache:
                 store[layer] = (k.index_select(0, index), v.index_select(0, index))
 
 
+class ScaledDotProduct(nn.Module):
+    """softmax(scale·QKᵀ + bias + mask)·V through `attend`, as a module of its own (no parameters),
+    so that inspection can hook the q, k, v an attention actually used (`zoo.inspection`).
+
+    Holds the masking options and the backend `impl`; `zoo.blocks.set_attention_impl` changes it."""
+
+    def __init__(self, causal: bool, window: Optional[int], scale: Optional[float], dropout: float, impl: AttnImpl):
+        super().__init__()
+        self.causal, self.window, self.scale, self.dropout, self.impl = causal, window, scale, dropout, impl
+
+    def forward(self, q, k, v, key_padding_mask: Optional[torch.Tensor] = None, bias: Optional[ScoreBias] = None):
+        drop = self.dropout if self.training else 0.0
+        return attend(q, k, v, impl=self.impl, causal=self.causal, scale=self.scale, window=self.window,
+                      key_padding_mask=key_padding_mask, bias=bias, dropout_p=drop)
+
+    def extra_repr(self) -> str:
+        return f"causal={self.causal}, window={self.window}, impl={self.impl}"
+
+
 class Attention(nn.Module):
     """Self- or cross-attention with q/k/v/o projections and a backend switch.
+
+    The projections are separate linear layers with Hugging Face's names, applied as they are: no
+    per-call weight copies, and tensor parallel shards them by plan alone (head counts are read off
+    the projected widths, so a rank holding a slice of the heads needs no other change).
 
     Args:
         d_model: model width. n_head: query heads. n_kv_head: key/value heads (GQA; default n_head).
         head_dim: per-head width (default d_model // n_head). bias: projection biases.
         causal, window: masking (see `attend`). scale: score scale (None → 1/√head_dim; T5 uses 1.0).
+        dropout: on the attention weights, in training.
         cross: keys and values come from a `context` (encoder output) instead of x.
         context_dim: width of the context (default d_model). impl: "eager" | "torch" | "triton".
     """
@@ -211,31 +228,21 @@ class Attention(nn.Module):
         if n_head % self.n_kv_head:
             raise ValueError(f"n_head ({n_head}) must be a multiple of n_kv_head ({self.n_kv_head})")
         self.head_dim = head_dim or d_model // n_head
-        self.causal, self.window, self.scale, self.cross, self.impl = causal, window, scale, cross, impl
-        self.dropout = dropout
+        self.cross = cross
         kv_in = context_dim or d_model
         self.q_proj = nn.Linear(d_model, n_head * self.head_dim, bias=bias)
         self.k_proj = nn.Linear(kv_in, self.n_kv_head * self.head_dim, bias=bias)
         self.v_proj = nn.Linear(kv_in, self.n_kv_head * self.head_dim, bias=bias)
         self.o_proj = nn.Linear(n_head * self.head_dim, d_model, bias=bias)
-        self.last_weights: Optional[torch.Tensor] = None  # filled when record_weights is set (inspection)
-        self.record_weights = False
+        self.core = ScaledDotProduct(causal and not cross, window, scale, dropout, impl)
 
-    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:  # (B, T, n·D) -> (B, n, T, D)
+    @property
+    def impl(self) -> AttnImpl:
+        return self.core.impl
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, n·D) -> (B, n, T, D); n from the width
         B, T, _ = x.shape
-        return x.view(B, T, n, self.head_dim).transpose(1, 2)
-
-    def _project_qkv(self, x: torch.Tensor):
-        """q, k, v of self-attention in ONE matmul (weights concatenated on the fly: one large GEMM
-        beats three small ones, and the parameters keep their per-projection names)."""
-        w = torch.cat([self.q_proj.weight, self.k_proj.weight, self.v_proj.weight])
-        b = None if self.q_proj.bias is None else torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
-        kv = self.n_kv_head * self.head_dim
-        q, k, v = F.linear(x, w, b).split([self.n_head * self.head_dim, kv, kv], dim=-1)
-        return self._heads(q, self.n_head), self._heads(k, self.n_kv_head), self._heads(v, self.n_kv_head)
-
-    def _project_kv(self, x: torch.Tensor):
-        return self._heads(self.k_proj(x), self.n_kv_head), self._heads(self.v_proj(x), self.n_kv_head)
+        return x.view(B, T, -1, self.head_dim).transpose(1, 2)
 
     def forward(
         self,
@@ -248,30 +255,37 @@ class Attention(nn.Module):
         layer: int = 0,
     ) -> torch.Tensor:
         """x (B, T, C) → (B, T, C). `key_padding_mask` (B, Sk) covers the keys: past+current, or the context."""
+        q = self._heads(self.q_proj(x))  # (B, H, T, D)
         if self.cross:
-            q = self._heads(self.q_proj(x), self.n_head)
             k, v = self._cross_keys_values(context, cache, layer)
         else:
-            q, k, v = self._project_qkv(x)
+            k, v = self._heads(self.k_proj(x)), self._heads(self.v_proj(x))  # (B, Hkv, T, D)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.append(layer, k, v)
-        drop = self.dropout if self.training else 0.0
-        impl = "eager" if self.record_weights else self.impl
-        out = attend(q, k, v, impl=impl, causal=self.causal and not self.cross, scale=self.scale,
-                     window=self.window, key_padding_mask=key_padding_mask, bias=bias, dropout_p=drop,
-                     return_weights=self.record_weights)
-        if self.record_weights:
-            out, self.last_weights = out
-        B, _, T, _ = out.shape
-        return self.o_proj(out.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim))
+        out = self.core(q, k, v, key_padding_mask, bias)  # (B, H, T, D)
+        B, H, T, D = out.shape
+        return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))
 
     def _cross_keys_values(self, context, cache, layer):
         """Keys and values of the encoder output: computed once per sequence when a cache is kept."""
         if cache is not None and layer in cache.cross_kv:
             return cache.cross_kv[layer]
-        k, v = self._project_kv(context)
+        k, v = self._heads(self.k_proj(context)), self._heads(self.v_proj(context))
         if cache is not None:
             cache.cross_kv[layer] = (k, v)
         return k, v
+
+
+def set_attention_impl(model: nn.Module, impl: AttnImpl) -> nn.Module:
+    """Choose the attention backend of every attention in a built model ("eager" | "torch" | "triton"),
+    in place; returns the model. Where "triton" cannot run here, says so once (and torch runs)."""
+    if impl not in ("eager", "torch", "triton"):
+        raise ValueError(f"unknown attention impl {impl!r}; choose 'eager', 'torch' or 'triton'")
+    if impl == "triton":
+        triton_available()
+    for module in model.modules():
+        if isinstance(module, ScaledDotProduct):
+            module.impl = impl
+    return model

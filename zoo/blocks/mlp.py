@@ -6,13 +6,11 @@ Gated:  down(act(gate(x)) * up(x))       — GEGLU (T5 v1.1), SwiGLU (LLaMA, Mis
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu"]
+from zoo.blocks.config import Activation
 
 
 def _quick_gelu(x: torch.Tensor) -> torch.Tensor:

@@ -5,15 +5,12 @@ Both take `impl: "torch" | "triton"`; the Triton path is `kernels.layer_norm` / 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.blocks.backend import NormImpl, triton_usable
-
-NormKind = Literal["layernorm", "rmsnorm"]
+from zoo.blocks.backend import NormImpl, triton_available, triton_usable
+from zoo.blocks.config import NormKind
 
 
 class LayerNorm(nn.Module):
@@ -64,3 +61,15 @@ def build_norm(kind: NormKind, dim: int, eps: float, bias: bool = True, impl: No
     if kind == "rmsnorm":
         return RMSNorm(dim, eps, impl=impl)
     raise ValueError(f"unknown norm {kind!r}; choose 'layernorm' or 'rmsnorm'")
+
+
+def set_norm_impl(model: nn.Module, impl: NormImpl) -> nn.Module:
+    """Choose the backend of every LayerNorm/RMSNorm in a built model ("torch" | "triton"), in place."""
+    if impl not in ("torch", "triton"):
+        raise ValueError(f"unknown norm impl {impl!r}; choose 'torch' or 'triton'")
+    if impl == "triton":
+        triton_available()
+    for module in model.modules():
+        if isinstance(module, (LayerNorm, RMSNorm)):
+            module.impl = impl
+    return model

@@ -7,62 +7,50 @@ hands each block what it needs, so every family is configuration over the same c
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from dataclasses import replace
+from typing import Optional
 
 import torch
 from torch import nn
 
 from zoo.blocks.attention import Attention, KVCache, ScoreBias
-from zoo.blocks.backend import AttnImpl, NormImpl
-from zoo.blocks.mlp import MLP, Activation
-from zoo.blocks.norms import NormKind, build_norm
+from zoo.blocks.config import BlockConfig, StackConfig
+from zoo.blocks.mlp import MLP
+from zoo.blocks.norms import build_norm
 from zoo.blocks.positions import RotaryEmbedding, T5RelativeBias, alibi_slopes
 
-RelativePosition = Literal["none", "rope", "alibi", "t5"]
+
+def _attention(c: BlockConfig, cross: bool) -> Attention:
+    a = c.attention
+    return Attention(c.d_model, a.n_head, n_kv_head=a.n_kv_head, head_dim=a.head_dim, bias=a.bias,
+                     causal=c.causal and not cross, window=None if cross else a.window, scale=a.scale,
+                     dropout=a.dropout, cross=cross, impl=a.impl)
+
+
+def _norm(c: BlockConfig) -> nn.Module:
+    return build_norm(c.norm.kind, c.d_model, c.norm.eps, c.norm.bias, c.norm.impl)
 
 
 class TransformerBlock(nn.Module):
     """Self-attention, optional cross-attention, and an MLP, each a residual branch.
 
     Pre-norm:  x = x + f(norm(x)).   Post-norm:  x = norm(x + f(x)).
+
+    Args:
+        config: the block (`zoo.blocks.BlockConfig`: attention, MLP and norm sub-configs).
     """
 
-    def __init__(
-        self,
-        d_model: int,
-        n_head: int,
-        d_ff: int,
-        n_kv_head: Optional[int] = None,
-        head_dim: Optional[int] = None,
-        activation: Activation = "gelu",
-        gated_mlp: bool = False,
-        norm: NormKind = "layernorm",
-        norm_eps: float = 1e-5,
-        prenorm: bool = True,
-        bias: bool = True,
-        norm_bias: bool = True,
-        causal: bool = False,
-        window: Optional[int] = None,
-        scale: Optional[float] = None,
-        cross_attention: bool = False,
-        dropout: float = 0.0,
-        attn_dropout: float = 0.0,
-        attn_impl: AttnImpl = "torch",
-        norm_impl: NormImpl = "torch",
-    ):
+    def __init__(self, config: BlockConfig):
         super().__init__()
-        self.prenorm = prenorm
-        attn = dict(n_kv_head=n_kv_head, head_dim=head_dim, bias=bias, scale=scale, dropout=attn_dropout, impl=attn_impl)
-        self.self_attn = Attention(d_model, n_head, causal=causal, window=window, **attn)
-        self.self_attn_norm = build_norm(norm, d_model, norm_eps, norm_bias, norm_impl)
-        if cross_attention:
-            self.cross_attn = Attention(d_model, n_head, cross=True, **attn)
-            self.cross_attn_norm = build_norm(norm, d_model, norm_eps, norm_bias, norm_impl)
-        else:
-            self.cross_attn = self.cross_attn_norm = None
-        self.mlp = MLP(d_model, d_ff, activation, gated_mlp, bias, dropout)
-        self.mlp_norm = build_norm(norm, d_model, norm_eps, norm_bias, norm_impl)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        c, m = config, config.mlp
+        self.config, self.prenorm = c, c.prenorm
+        self.self_attn = _attention(c, cross=False)
+        self.self_attn_norm = _norm(c)
+        self.cross_attn = _attention(c, cross=True) if c.cross_attention else None
+        self.cross_attn_norm = _norm(c) if c.cross_attention else None
+        self.mlp = MLP(c.d_model, m.d_ff, m.activation, m.gated, m.bias, m.dropout)
+        self.mlp_norm = _norm(c)
+        self.dropout = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
     def _residual(self, x, norm, fn):
         if self.prenorm:
@@ -92,43 +80,27 @@ class TransformerBlock(nn.Module):
 class TransformerStack(nn.Module):
     """`n_layer` blocks plus the position scheme acting inside attention and an optional final norm.
 
+    Relative positions ("rope", "alibi", "t5") live in the stack: T5's bias table is shared by all
+    layers, as T5 computes it in the first layer and reuses it.
+
     Args:
-        n_layer: number of blocks.
-        relative_position: "none", "rope", "alibi" or "t5" (bias table in the stack, shared by all
-            layers, as T5 computes it in the first layer and reuses it).
-        rope_theta: RoPE base. t5_num_buckets, t5_max_distance: T5 bucket parameters.
-        final_norm: apply a norm after the last block (pre-norm stacks).
-        **block: arguments of `TransformerBlock` (d_model, n_head, d_ff, causal, cross_attention, ...).
+        config: the stack (`zoo.blocks.StackConfig`), whose `block` builds every layer.
     """
 
-    def __init__(
-        self,
-        n_layer: int,
-        relative_position: RelativePosition = "none",
-        rope_theta: float = 10000.0,
-        t5_num_buckets: int = 32,
-        t5_max_distance: int = 128,
-        final_norm: bool = True,
-        **block,
-    ):
+    def __init__(self, config: StackConfig):
         super().__init__()
-        self.layers = nn.ModuleList(TransformerBlock(**block) for _ in range(n_layer))
-        d_model, n_head = block["d_model"], block["n_head"]
-        head_dim = block.get("head_dim") or d_model // n_head
-        self.causal = block.get("causal", False)
-        self.relative_position = relative_position
-        self.rope = RotaryEmbedding(head_dim, rope_theta) if relative_position == "rope" else None
-        if relative_position == "alibi":
-            self.register_buffer("alibi", alibi_slopes(n_head), persistent=False)
+        self.config, b = config, config.block
+        self.layers = nn.ModuleList(TransformerBlock(b) for _ in range(config.n_layer))
+        self.causal = b.causal
+        self.relative_position = config.relative_position
+        self.rope = RotaryEmbedding(b.head_dim, config.rope_theta) if config.relative_position == "rope" else None
+        if config.relative_position == "alibi":
+            self.register_buffer("alibi", alibi_slopes(b.attention.n_head), persistent=False)
         self.relative_bias = (
-            T5RelativeBias(n_head, t5_num_buckets, t5_max_distance, bidirectional=not self.causal)
-            if relative_position == "t5" else None
+            T5RelativeBias(b.attention.n_head, config.t5_num_buckets, config.t5_max_distance, bidirectional=not b.causal)
+            if config.relative_position == "t5" else None
         )
-        norm = block.get("norm", "layernorm")
-        self.norm = (
-            build_norm(norm, d_model, block.get("norm_eps", 1e-5), block.get("norm_bias", True), block.get("norm_impl", "torch"))
-            if final_norm else None
-        )
+        self.norm = _norm(b) if config.final_norm else None
 
     def self_bias(self) -> Optional[ScoreBias]:
         if self.relative_bias is not None:
@@ -163,12 +135,12 @@ class TransformerStack(nn.Module):
 class EncoderStack(TransformerStack):
     """A bidirectional stack (BERT, the T5/BART encoders, CLIP's vision tower)."""
 
-    def __init__(self, n_layer: int, **kwargs):
-        super().__init__(n_layer, **{**kwargs, "causal": False, "cross_attention": False})
+    def __init__(self, config: StackConfig):
+        super().__init__(replace(config, block=replace(config.block, causal=False, cross_attention=False)))
 
 
 class DecoderStack(TransformerStack):
-    """A causal stack; with `cross_attention=True`, the decoder of an encoder-decoder model."""
+    """A causal stack; with `block.cross_attention`, the decoder of an encoder-decoder model."""
 
-    def __init__(self, n_layer: int, **kwargs):
-        super().__init__(n_layer, **{"causal": True, **kwargs})
+    def __init__(self, config: StackConfig):
+        super().__init__(replace(config, block=replace(config.block, causal=True)))

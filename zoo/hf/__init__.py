@@ -2,9 +2,10 @@
 same family, with its weights and tokenizer.
 
 `path` is a local directory (config.json plus model.safetensors, a sharded safetensors index, or
-pytorch_model.bin) or a hub name, downloaded through `huggingface_hub` when online. Each family
-registers a converter in `CONVERTERS`, keyed by config.json's `model_type`: a function
-`(hf_config: dict, state_dict) -> nn.Module` built on that family's small name table.
+pytorch_model.bin) or a hub name, downloaded through `huggingface_hub` when online. The family is
+found by config.json's `model_type` in the registry (`zoo.families`), whose spec names the
+converter: `zoo.hf.<family>.convert(hf_config: dict, state_dict) -> model`, built on that family's
+small name table.
 """
 
 from __future__ import annotations
@@ -12,26 +13,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Callable
-
 import torch
 from torch import nn
 
 from zoo.errors import ZooError
-
-CONVERTERS: dict[str, Callable[[dict, dict], nn.Module]] = {}
-
-
-def register(*model_types: str):
-    """Decorator: register a converter for these config.json `model_type` values."""
-
-    def wrap(fn):
-        for t in model_types:
-            CONVERTERS[t] = fn
-        return fn
-
-    return wrap
-
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     """All weights of a checkpoint directory, from safetensors (single or sharded) or a .bin file."""
@@ -77,40 +62,28 @@ def _download(name: str) -> Path:
                        "when offline, pass a local checkpoint directory instead") from None
 
 
-def _load_converters() -> None:
-    from zoo.hf import gpt  # noqa: F401  (each module registers its model types)
-
-    for optional in ("bert", "t5", "bart", "clip"):
-        try:
-            __import__(f"zoo.hf.{optional}")
-        except ModuleNotFoundError as err:
-            if err.name != f"zoo.hf.{optional}":
-                raise
-
-
 def from_hf(path: str | os.PathLike, dtype: torch.dtype = torch.float32) -> nn.Module:
     """Load a Hugging Face checkpoint as a zoo model, in eval mode; its tokenizer (if any) is
     attached as `model.tokenizer`."""
+    from zoo.checkpoint import looks_like_path
+    from zoo.families import by_hf_model_type
+
     directory = Path(path)
     if not directory.exists():
-        looks_local = os.sep in str(path) or str(path).startswith(".")
-        if looks_local:
+        if looks_like_path(str(path)):
             raise ZooError(f"'{path}' does not exist; pass a Hugging Face checkpoint directory")
         directory = _download(str(path))
     config_file = directory / "config.json"
     if not config_file.is_file():
         raise ZooError(f"'{directory}' has no config.json; it is not a Hugging Face checkpoint directory")
     hf_config = json.loads(config_file.read_text())
-    _load_converters()
-    model_type = hf_config.get("model_type")
-    if model_type not in CONVERTERS:
-        raise ZooError(f"model_type '{model_type}' is not supported; zoo loads {', '.join(sorted(CONVERTERS))}")
-    model = CONVERTERS[model_type](hf_config, read_state_dict(directory))
+    convert = by_hf_model_type(hf_config.get("model_type")).converter("import")
+    model = convert(hf_config, read_state_dict(directory))
     model.tokenizer = load_tokenizer(directory)
     return model.to(dtype).eval()
 
 
-def load_mapped(model: nn.Module, state: dict[str, torch.Tensor], mapped: dict[str, torch.Tensor]) -> nn.Module:
+def load_mapped(model: nn.Module, mapped: dict[str, torch.Tensor]) -> nn.Module:
     """Load `mapped` (zoo name → tensor) strictly, naming any missing or unexpected weight."""
     missing, unexpected = model.load_state_dict(mapped, strict=False)
     # tied heads are shared parameters: they are filled through the embedding

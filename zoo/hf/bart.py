@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped, register
+from zoo.hf import load_mapped
 from zoo.hf.bert import hf_activation
 from zoo.models.bart import Bart, BartConfig
 
@@ -46,9 +46,6 @@ def _check(cfg: dict) -> None:
     if unsupported:
         raise ZooError(f"BART variants with {', '.join(unsupported)} are not supported "
                        "(zoo implements bart-base/large)")
-    for enc, dec in (("encoder_attention_heads", "decoder_attention_heads"), ("encoder_ffn_dim", "decoder_ffn_dim")):
-        if cfg.get(enc) != cfg.get(dec):
-            raise ZooError(f"BART checkpoints with {enc} ≠ {dec} are not supported")
 
 
 def bart_config(cfg: dict, shared: torch.Tensor, head) -> BartConfig:
@@ -56,7 +53,8 @@ def bart_config(cfg: dict, shared: torch.Tensor, head) -> BartConfig:
     return BartConfig(
         vocab_size=cfg["vocab_size"], max_seq_len=cfg.get("max_position_embeddings", 1024), d_model=cfg["d_model"],
         n_layer=cfg["encoder_layers"], n_decoder_layer=cfg["decoder_layers"], n_head=cfg["encoder_attention_heads"],
-        d_ff=cfg["encoder_ffn_dim"], activation=hf_activation(cfg.get("activation_function", "gelu"), "BART"),
+        d_ff=cfg["encoder_ffn_dim"], n_decoder_head=cfg.get("decoder_attention_heads", cfg["encoder_attention_heads"]),
+        d_decoder_ff=cfg.get("decoder_ffn_dim", cfg["encoder_ffn_dim"]), activation=hf_activation(cfg.get("activation_function", "gelu"), "BART"),
         scale_embedding=bool(cfg.get("scale_embedding", False)),
         tie_embeddings=head is None or torch.equal(head, shared),
         dropout=cfg.get("dropout", 0.1), attn_dropout=cfg.get("attention_dropout", 0.0),
@@ -67,8 +65,8 @@ def bart_config(cfg: dict, shared: torch.Tensor, head) -> BartConfig:
     )
 
 
-@register("bart")
-def bart(cfg: dict, state: dict) -> Bart:
+def convert(cfg: dict, state: dict) -> Bart:
+    """A Hugging Face BART (config.json dict, state dict) as a zoo `Bart`."""
     _check(cfg)
     shared = next((state[k] for k in EMBEDDINGS if k in state), None)
     if shared is None:
@@ -80,4 +78,4 @@ def bart(cfg: dict, state: dict) -> Bart:
         if key in EMBEDDINGS[:3] or (key == "lm_head.weight" and config.tie_embeddings):
             continue
         m[rename(key)] = value
-    return load_mapped(model, state, m)
+    return load_mapped(model, m)

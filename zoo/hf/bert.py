@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped, register
+from zoo.hf import load_mapped
 from zoo.models.bert import Bert, BertConfig
 
 # Hugging Face activation names → ours (shared by the BERT, T5 and BART converters)
@@ -79,8 +79,8 @@ def bert_config(cfg: dict, state: dict) -> BertConfig:
     )
 
 
-@register("bert")
-def bert(cfg: dict, state: dict) -> Bert:
+def convert(cfg: dict, state: dict) -> Bert:
+    """A Hugging Face BERT (config.json dict, state dict) as a zoo `Bert`."""
     state = {k if k.startswith(("bert.", "cls.")) else f"bert.{k}": v for k, v in state.items()}
     if "bert.embeddings.word_embeddings.weight" not in state:
         raise ZooError("this BERT checkpoint has no word embeddings; it is not a BERT model")
@@ -94,4 +94,4 @@ def bert(cfg: dict, state: dict) -> Bert:
     m = {rename(k): v for k, v in state.items() if not any(s in k for s in SKIPPED)}
     if config.tie_embeddings:
         m.pop("lm_head.weight", None)
-    return load_mapped(model, state, m)
+    return load_mapped(model, m)

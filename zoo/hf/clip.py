@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped, register
+from zoo.hf import load_mapped
 from zoo.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -33,7 +33,8 @@ RENAMES = [
     ("vision_model.post_layernorm.", "vision_model.post_norm."),
     ("text_model.embeddings.token_embedding.", "text_model.embed_tokens."),
     ("text_model.embeddings.position_embedding.", "text_model.positions."),
-    ("text_model.final_layer_norm.", "text_model.encoder.norm."),
+    ("text_model.final_layer_norm.", "text_model.transformer.norm."),
+    ("text_model.encoder.", "text_model.transformer."),
     (".self_attn.out_proj.", ".self_attn.o_proj."),
     (".layer_norm1.", ".self_attn_norm."),
     (".layer_norm2.", ".mlp_norm."),
@@ -85,12 +86,12 @@ def rename(name: str) -> str:
     return name
 
 
-@register("clip")
-def clip(cfg: dict, state: dict) -> CLIP:
+def convert(cfg: dict, state: dict) -> CLIP:
+    """A Hugging Face CLIP (config.json dict, state dict) as a zoo `CLIP`."""
     model = CLIP(clip_config(cfg))
     mapped: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if key.endswith("position_ids"):  # index buffers in old checkpoints
             continue
         mapped[rename(key.removeprefix("clip."))] = value.contiguous()
-    return load_mapped(model, state, mapped)
+    return load_mapped(model, mapped)

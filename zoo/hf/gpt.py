@@ -10,14 +10,13 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped, register
+from zoo.hf import load_mapped
 from zoo.models.gpt import GPT, GPTConfig
 
 GPT2_ACTIVATIONS = {"gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "gelu": "gelu", "relu": "relu",
                     "silu": "silu", "quick_gelu": "quick_gelu"}
 
 
-@register("gpt2")
 def gpt2(cfg: dict, state: dict) -> GPT:
     if cfg.get("scale_attn_by_inverse_layer_idx") or cfg.get("reorder_and_upcast_attn"):
         raise ZooError("GPT-2 variants with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn are not supported")
@@ -48,7 +47,7 @@ def gpt2(cfg: dict, state: dict) -> GPT:
             m[f"{z}{ours}.weight"], m[f"{z}{ours}.bias"] = state[f"{h}{theirs}.weight"], state[f"{h}{theirs}.bias"]
     if not config.tie_embeddings:
         m["lm_head.weight"] = state["lm_head.weight"]
-    return load_mapped(model, state, {k: v.contiguous() for k, v in m.items()})
+    return load_mapped(model, {k: v.contiguous() for k, v in m.items()})
 
 
 def _rope_theta(cfg: dict) -> float:
@@ -60,7 +59,6 @@ def _rope_theta(cfg: dict) -> float:
     return float(params.get("rope_theta") or cfg.get("rope_theta") or 10000.0)
 
 
-@register("llama", "mistral")
 def llama(cfg: dict, state: dict) -> GPT:
     if cfg.get("attention_bias", False) != cfg.get("mlp_bias", False):
         raise ZooError("checkpoints with biases in attention but not the MLP (or the reverse) are not supported")
@@ -88,4 +86,9 @@ def llama(cfg: dict, state: dict) -> GPT:
         if "rotary_emb" in name or (name == "lm_head.weight" and config.tie_embeddings):
             continue
         m[name] = value
-    return load_mapped(model, state, m)
+    return load_mapped(model, m)
+
+
+def convert(cfg: dict, state: dict) -> GPT:
+    """A Hugging Face GPT-2, LLaMA or Mistral (config.json dict, state dict) as a zoo `GPT`."""
+    return gpt2(cfg, state) if cfg.get("model_type") == "gpt2" else llama(cfg, state)

@@ -17,7 +17,7 @@ import re
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped, register
+from zoo.hf import load_mapped
 from zoo.hf.bert import hf_activation
 from zoo.models.t5 import T5, T5Config
 
@@ -86,8 +86,8 @@ def t5_config(cfg: dict, state: dict) -> T5Config:
     )
 
 
-@register("t5")
-def t5(cfg: dict, state: dict) -> T5:
+def convert(cfg: dict, state: dict) -> T5:
+    """A Hugging Face T5 (config.json dict, state dict) as a zoo `T5`."""
     if not any(k.startswith("decoder.") for k in state):
         raise ZooError("this T5 checkpoint has no decoder (a T5EncoderModel?); zoo loads T5ForConditionalGeneration")
     config = t5_config(cfg, state)
@@ -99,4 +99,4 @@ def t5(cfg: dict, state: dict) -> T5:
         name = rename(key)
         if name is not None:
             m[name] = value
-    return load_mapped(model, state, m)
+    return load_mapped(model, m)

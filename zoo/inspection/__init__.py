@@ -3,10 +3,11 @@ tokens and their ids, the embedding tables and embedded vectors, each layer's no
 queries, keys and values, the scores scale·QKᵀ + bias + mask and their softmax for a chosen layer and
 head, the MLP, and the top-k predictions with their probabilities.
 
-The model is not changed. Forward hooks read every module's input and output, and for that one pass
-the attention modules run their `eager` backend (`Attention.record_weights`), whose
-`zoo.blocks.attention.score_recorder` hands over Q, K, V, the scores and the weights exactly as they
-were used: with RoPE applied, ALiBi or T5 biases added and masked keys at -inf.
+The model is not changed. Forward hooks read every module's input and output; for that one pass the
+attention modules run their `eager` backend, and a hook on each attention's `ScaledDotProduct`
+reads Q, K, V exactly as they were used (RoPE applied, grouped heads unrepeated), from which the
+scores (ALiBi or T5 biases added, masked keys at -inf) and the weights are computed again by the
+same textbook formula.
 """
 
 from zoo.inspection.record import AttentionRecord, Pass, Recording

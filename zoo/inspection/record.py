@@ -1,6 +1,7 @@
-"""What `zoo inspect` records of one forward pass: forward hooks on every module, the attention
-modules' Q, K, V, scores and weights (through `zoo.blocks.attention.score_recorder`), and each
-family's pass (its input text made into tokens, and the predictions read off the outputs)."""
+"""What `zoo inspect` records of one forward pass: forward hooks on every module, and on each
+attention's `ScaledDotProduct` the Q, K, V it was given, from which the scores and weights are
+recomputed by the textbook formula (the eager backend's); and each family's pass (its input text
+made into tokens, and the predictions read off the outputs). Nothing in `zoo.blocks` knows."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from zoo.blocks import Attention
-from zoo.blocks import attention as attention_module
+from zoo.blocks import Attention, ScaledDotProduct, set_attention_impl
+from zoo.blocks.attention import score_bias, visibility_mask
 from zoo.errors import ZooError
 
 MASK_TOKENS = ("[MASK]", "<mask>")
@@ -30,16 +31,33 @@ class AttentionRecord:
     weights: torch.Tensor  # (B, H, Sq, Sk): softmax of the scores
 
 
+def textbook_scores(core: ScaledDotProduct, q, k, v, key_padding_mask=None, bias=None) -> AttentionRecord:
+    """Scores scale·QKᵀ + bias with masked keys at -inf, and their softmax, for what `core` was given."""
+    (B, H, Sq, D), Hkv, Sk = q.shape, k.shape[1], k.shape[2]
+    scale = D**-0.5 if core.scale is None else core.scale
+    kk, vv = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
+    scores = torch.matmul(q, kk.transpose(-2, -1)).float() * scale  # (B, H, Sq, Sk)
+    add = score_bias(bias, Sq, Sk, q.device)
+    if add is not None:
+        scores = scores + add
+    mask = visibility_mask(Sq, Sk, core.causal, core.window, key_padding_mask, q.device)
+    if mask is not None:
+        mask = mask | ~mask.any(-1, keepdim=True)  # a row with no visible key stays finite, as attend does
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).to(q.dtype)
+    return AttentionRecord(q.detach(), k.detach(), v.detach(), scores.detach(), weights.detach())
+
+
 class Recording:
     """The first input and output of every named module during one forward pass, and each
-    attention's internals. Use `with Recording(model).active(): model(...)`."""
+    attention's internals. Use `with Recording(model).active(): model(...)`: for that pass the
+    attentions run their eager backend, so the outputs are exactly those of the printed weights."""
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.inputs: dict[str, torch.Tensor] = {}
         self.outputs: dict[str, Any] = {}
         self.attention: dict[str, AttentionRecord] = {}
-        self._current: Optional[tuple[str, Attention]] = None
 
     def _hook(self, name: str):
         def hook(module, args, output):
@@ -48,37 +66,27 @@ class Recording:
             self.outputs.setdefault(name, output.detach() if torch.is_tensor(output) else output)
         return hook
 
-    def _enter(self, name: str):
-        def pre_hook(module, args):
-            self._current = (name, module)
-        return pre_hook
-
-    def _on_scores(self, q, k, v, scores, weights) -> None:
-        name, module = self._current
-        group = module.n_head // module.n_kv_head  # undo the GQA repeat: show the real key/value heads
-        rec = AttentionRecord(q.detach(), k[:, ::group].detach(), v[:, ::group].detach(), scores.detach(),
-                              weights.detach())
-        self.attention.setdefault(name, rec)
+    def _scores_hook(self, name: str):
+        def hook(core, args, kwargs, output):
+            if name not in self.attention:
+                self.attention[name] = textbook_scores(core, *args, **kwargs)
+        return hook
 
     @contextmanager
     def active(self):
-        handles, saved = [], {}
+        handles = []
+        saved = {m: m.impl for m in self.model.modules() if isinstance(m, ScaledDotProduct)}
         for name, module in self.model.named_modules():
             if name:
                 handles.append(module.register_forward_hook(self._hook(name)))
             if isinstance(module, Attention):
-                handles.append(module.register_forward_pre_hook(self._enter(name)))
-                saved[module] = module.record_weights
-        previous = attention_module.score_recorder
-        attention_module.score_recorder = self._on_scores
+                handles.append(module.core.register_forward_hook(self._scores_hook(name), with_kwargs=True))
+        set_attention_impl(self.model, "eager")
         try:
-            for module in saved:
-                module.record_weights = True  # the eager path: scores materialised
             yield self
         finally:
-            attention_module.score_recorder = previous
-            for module, flag in saved.items():
-                module.record_weights, module.last_weights = flag, None
+            for module, impl in saved.items():
+                module.impl = impl
             for h in handles:
                 h.remove()
 
@@ -116,7 +124,7 @@ def _top_k(logits: torch.Tensor, k: int, tok) -> list[tuple]:
             for r, (p, i) in enumerate(zip(top.values, top.indices))]
 
 
-def _gpt_pass(net, tok, text, decoder_text, image) -> Pass:
+def gpt_pass(net, tok, text, decoder_text, image) -> Pass:
     ids = _encode(tok, text)
     c = net.config
     _check_length(len(ids), c.max_seq_len if c.position in ("learned", "sinusoidal") else None, "--text")
@@ -125,7 +133,7 @@ def _gpt_pass(net, tok, text, decoder_text, image) -> Pass:
     return Pass({"decoder": labels}, {"decoder": ids}, lambda: net(x), predict, [])
 
 
-def _bert_pass(net, tok, text, decoder_text, image) -> Pass:
+def bert_pass(net, tok, text, decoder_text, image) -> Pass:
     mask_tok = next((t for t in MASK_TOKENS if tok.token_to_id(t) is not None), None)
     if mask_tok is None:
         raise ZooError(f"the tokenizer has no mask token ({' or '.join(MASK_TOKENS)}) for BERT to fill in")
@@ -140,7 +148,7 @@ def _bert_pass(net, tok, text, decoder_text, image) -> Pass:
     return Pass({"encoder": labels}, {"encoder": ids}, lambda: net(x), predict, [])
 
 
-def _seq2seq_pass(net, tok, text, decoder_text, image) -> Pass:
+def seq2seq_pass(net, tok, text, decoder_text, image) -> Pass:
     c, limit = net.config, getattr(net.config, "max_seq_len", None)
     ids = _encode(tok, text)
     dec = [c.decoder_start_token_id] + (_encode(tok, decoder_text, special=False) if decoder_text else [])
@@ -176,7 +184,7 @@ def _clip_image(image: Optional[str], size: int) -> tuple[torch.Tensor, str]:
     return load_image(Path(image), size)[None], image
 
 
-def _clip_pass(net, tok, text, decoder_text, image) -> Pass:
+def clip_pass(net, tok, text, decoder_text, image) -> Pass:
     c = net.config
     captions = [s.strip() for s in text.split("|") if s.strip()]
     if not captions:
@@ -195,7 +203,7 @@ def _clip_pass(net, tok, text, decoder_text, image) -> Pass:
     mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
     n = net.vision_model.patch_embed.num_patches
     labels = {"vision_model.encoder": ["[class]"] + [f"patch{i}" for i in range(n)],
-              "text_model.encoder": _labels(tok, rows[0])}
+              "text_model.transformer": _labels(tok, rows[0])}
 
     def predict(out, k):
         logits = out.logits_per_image[0]
@@ -207,9 +215,5 @@ def _clip_pass(net, tok, text, decoder_text, image) -> Pass:
 
     notes = [f"image {described}: {tuple(pixels.shape)}, cut into {n} patches after a learned [class] vector",
              f"the text tower reads {len(captions)} captions; caption 0 is shown (batch row 0)"]
-    return Pass(labels, {"vision_model.encoder": [], "text_model.encoder": rows[0]},
+    return Pass(labels, {"vision_model.encoder": [], "text_model.transformer": rows[0]},
                 lambda: net(pixels, ids, mask), predict, notes)
-
-
-FAMILY_PASSES = {"gpt": _gpt_pass, "bert": _bert_pass, "t5": _seq2seq_pass, "bart": _seq2seq_pass,
-                 "clip": _clip_pass}

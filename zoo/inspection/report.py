@@ -12,7 +12,9 @@ from torch import nn
 
 from zoo.blocks import Attention, LearnedPositions, PatchEmbedding, SinusoidalPositions, TransformerStack
 from zoo.errors import ZooError
-from zoo.inspection.record import FAMILY_PASSES, Pass, Recording
+from zoo.families import resolve
+from zoo.inspection.record import Pass, Recording
+from zoo.models.base import ImageTextModel
 
 MAX_TABLE = 12  # rows/columns of a printed attention matrix before the middle is elided
 MAX_ROWS = 6  # token rows printed per embedding
@@ -92,16 +94,16 @@ def _position_scheme(stack: TransformerStack, absolute: bool) -> str:
 
 
 def _score_formula(stack: TransformerStack, attn: Attention, scores: torch.Tensor) -> str:
-    scale = attn.scale if attn.scale is not None else attn.head_dim ** -0.5
+    scale = attn.core.scale if attn.core.scale is not None else attn.head_dim ** -0.5
     terms = [f"Q·Kᵀ × {scale:.4f}"]
     if not attn.cross and stack.relative_bias is not None:
         terms.append("T5 bias")
     if not attn.cross and stack.relative_position == "alibi":
         terms.append("ALiBi bias")
-    if attn.causal and not attn.cross:
+    if attn.core.causal:
         terms.append("causal mask")
-    if attn.window is not None:
-        terms.append(f"window {attn.window}")
+    if attn.core.window is not None:
+        terms.append(f"window {attn.core.window}")
     masked = "; masked keys score -inf" if bool(torch.isinf(scores).any()) else ""
     return " + ".join(terms) + masked
 
@@ -231,13 +233,12 @@ def _select_stacks(net: nn.Module, which: Optional[str], layer: int, head: int) 
 def _load(model: str) -> tuple[nn.Module, Any, str]:
     from zoo.checkpoint import load_model
 
+    from zoo.families import family_of
+
     net, tok = load_model(model)
-    family = getattr(net, "family", None)
     if tok is None:
         raise ZooError(f"'{model}' carries no tokenizer; save tokenizer.json beside the weights")
-    if family not in FAMILY_PASSES:
-        raise ZooError(f"'{model}' is a {type(net).__name__}; zoo inspect walks {', '.join(FAMILY_PASSES)}")
-    return net.eval(), tok, family
+    return net.eval(), tok, family_of(net).name
 
 
 def _print_predictions(sections: list[tuple[str, list[tuple]]], id_name: str) -> None:
@@ -259,7 +260,9 @@ def inspect_model(model: str, text: str, layer: int = 0, head: int = 0, top_k: i
         raise ZooError(f"--top_k ({top_k}) and --max_values ({max_values}) must be at least 1")
     net, tok, family = _load(model)
     chosen = _select_stacks(net, stack, layer, head)
-    walk = FAMILY_PASSES[family](net, tok, text, decoder_text, image)
+    from zoo.families import get
+
+    walk = resolve(get(family).inspect_pass)(net, tok, text, decoder_text, image)
     rec = Recording(net)
     with torch.no_grad(), rec.active():
         try:
@@ -281,5 +284,5 @@ def inspect_model(model: str, text: str, layer: int = 0, head: int = 0, top_k: i
     heatmaps = [path for name, m in chosen for path in _print_attention(
         name, m, layer, head, rec, walk.labels[name], walk.labels.get("encoder"), directory)]
     sections = walk.predict(out, top_k)
-    _print_predictions(sections, "caption" if family == "clip" else "id")
+    _print_predictions(sections, "caption" if isinstance(net, ImageTextModel) else "id")
     return {"family": family, "predictions": sections, "heatmaps": heatmaps, "recording": rec}

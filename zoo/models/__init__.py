@@ -6,12 +6,13 @@ from zoo.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 from zoo.models.encoder_decoder import EncoderDecoderLM
 from zoo.models.gpt import GPT, GPTConfig
 from zoo.models.t5 import T5, T5Config
+from zoo.models.base import (
+    INTERFACES, Capability, CausalLMModel, FeatureModel, ImageTextModel, MaskedLMModel, Seq2SeqModel, ZooModel,
+)
 
-# family name -> (model class, config class); checkpoints and HF interop look families up here.
-FAMILIES = {"gpt": (GPT, GPTConfig), "clip": (CLIP, CLIPConfig),
-            "bert": (Bert, BertConfig), "t5": (T5, T5Config), "bart": (Bart, BartConfig)}
-
+# The family registry (what each family is and can do) is `zoo.families`.
 __all__ = [
-    "Bart", "BartConfig", "Bert", "BertConfig", "CLIP", "CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig",
-    "EncoderDecoderLM", "FAMILIES", "GPT", "GPTConfig", "T5", "T5Config",
+    "INTERFACES", "Capability", "CausalLMModel", "FeatureModel", "ImageTextModel", "MaskedLMModel", "Seq2SeqModel",
+    "ZooModel", "Bart", "BartConfig", "Bert", "BertConfig", "CLIP", "CLIPConfig", "CLIPTextConfig", "CLIPVisionConfig",
+    "EncoderDecoderLM", "GPT", "GPTConfig", "T5", "T5Config",
 ]

@@ -11,14 +11,18 @@ embeddings by √d_model (off in bart-base/large, on in some descendants).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch import nn
 
-from zoo.blocks import AttnImpl, DecoderStack, EncoderStack, KVCache, LayerNorm, LearnedPositions, NormImpl
-from zoo.blocks.mlp import Activation
+from zoo.blocks import (
+    AttentionConfig, AttnImpl, BlockConfig, DecoderStack, EncoderStack, KVCache, LayerNorm, LearnedPositions,
+    MLPConfig, NormConfig, NormImpl, StackConfig,
+)
+from zoo.blocks.config import Activation
+from zoo.models.base import mean_over_tokens, normal_init
 from zoo.models.encoder_decoder import EncoderDecoderLM
 
 POSITION_OFFSET = 2  # BART's position table keeps two leading rows that no position reads
@@ -33,6 +37,7 @@ class BartConfig:
         max_seq_len: longest encoder or decoder sequence (size of the position tables).
         d_model: residual width. n_layer: encoder blocks. n_decoder_layer: decoder blocks (None = n_layer).
         n_head: attention heads. d_ff: MLP hidden width (None = 4·d_model).
+        n_decoder_head, d_decoder_ff: the decoder's heads and MLP width (None = as the encoder).
         activation: MLP activation (BART: exact "gelu").
         norm_eps: LayerNorm epsilon.
         scale_embedding: multiply token embeddings by √d_model.
@@ -51,6 +56,8 @@ class BartConfig:
     n_decoder_layer: Optional[int] = None
     n_head: int = 12
     d_ff: Optional[int] = 3072
+    n_decoder_head: Optional[int] = None
+    d_decoder_ff: Optional[int] = None
     activation: Activation = "gelu"
     norm_eps: float = 1e-5
     scale_embedding: bool = False
@@ -66,6 +73,29 @@ class BartConfig:
     norm_impl: NormImpl = "torch"
     init_std: float = 0.02
 
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
+
+        check_model_config(self, positive=("vocab_size", "max_seq_len", "d_model", "n_layer", "n_decoder_layer",
+                                           "n_head", "d_ff", "n_decoder_head", "d_decoder_ff"),
+                           divides=(("n_head", "d_model"), ("n_decoder_head", "d_model")))
+
+    def encoder_stack(self) -> StackConfig:
+        """Post-norm LayerNorm blocks with biases; `activation_dropout` inside the MLP, `dropout` on
+        every residual branch."""
+        attention = AttentionConfig(self.n_head, dropout=self.attn_dropout, impl=self.attn_impl)
+        mlp = MLPConfig(self.d_ff or 4 * self.d_model, self.activation, dropout=self.activation_dropout)
+        norm = NormConfig("layernorm", self.norm_eps, True, self.norm_impl)
+        block = BlockConfig(self.d_model, attention, mlp, norm, prenorm=False, dropout=self.dropout)
+        return StackConfig(self.n_layer, block, final_norm=False)
+
+    def decoder_stack(self) -> StackConfig:
+        enc = self.encoder_stack()
+        attention = replace(enc.block.attention, n_head=self.n_decoder_head or self.n_head)
+        mlp = replace(enc.block.mlp, d_ff=self.d_decoder_ff or enc.block.mlp.d_ff)
+        block = replace(enc.block, attention=attention, mlp=mlp, causal=True, cross_attention=True)
+        return replace(enc, n_layer=self.n_decoder_layer or self.n_layer, block=block)
+
 
 class Bart(EncoderDecoderLM):
     """BART encoder-decoder: `forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)`
@@ -77,9 +107,9 @@ class Bart(EncoderDecoderLM):
 
     family = "bart"
 
-    def __init__(self, config: BartConfig = BartConfig()):
+    def __init__(self, config: Optional[BartConfig] = None):
         super().__init__()
-        self.config = c = config
+        self.config = c = config or BartConfig()
         self.max_target_positions = c.max_seq_len
         self.embed_scale = math.sqrt(c.d_model) if c.scale_embedding else 1.0
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_token_id)
@@ -88,29 +118,13 @@ class Bart(EncoderDecoderLM):
         self.encoder_embed_norm = LayerNorm(c.d_model, c.norm_eps, impl=c.norm_impl)
         self.decoder_embed_norm = LayerNorm(c.d_model, c.norm_eps, impl=c.norm_impl)
         self.drop = nn.Dropout(c.dropout)
-        stack = dict(
-            d_model=c.d_model, n_head=c.n_head, d_ff=c.d_ff or 4 * c.d_model, activation=c.activation,
-            norm="layernorm", norm_eps=c.norm_eps, prenorm=False, final_norm=False, bias=True,
-            dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
-        )
-        self.encoder = EncoderStack(c.n_layer, **stack)
-        self.decoder = DecoderStack(c.n_decoder_layer or c.n_layer, cross_attention=True, **stack)
-        for block in (*self.encoder.layers, *self.decoder.layers):  # BART's activation_dropout
-            block.mlp.dropout.p = c.activation_dropout
+        self.encoder = EncoderStack(c.encoder_stack())
+        self.decoder = DecoderStack(c.decoder_stack())
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self.register_buffer("final_logits_bias", torch.zeros(1, c.vocab_size))
-        self.apply(self._init_weights)
+        self.apply(lambda m: normal_init(m, c.init_std, position_tables=True))
         if c.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding, LearnedPositions)):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
     def _embed(self, ids: torch.Tensor, positions: LearnedPositions, norm: LayerNorm, past: int = 0) -> torch.Tensor:
         B, T = ids.shape
@@ -142,15 +156,11 @@ class Bart(EncoderDecoderLM):
         x = self.decoder(x, key_padding_mask=dmask, context=encoder_hidden_states, context_mask=mask, cache=cache)
         return self.lm_head(x) + self.final_logits_bias  # (B, T, V)
 
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C): the mean of the encoder's states over real tokens."""
+        return mean_over_tokens(self.encode(input_ids, attention_mask), attention_mask)
 
-    def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without token/position embeddings and an untied head."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed_tokens.weight.numel()
-            n -= self.encoder_positions.weight.numel() + self.decoder_positions.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.lm_head.weight.numel()
-        return n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        tables = [self.embed_tokens.weight, self.encoder_positions.weight, self.decoder_positions.weight]
+        return tables + ([] if self.config.tie_embeddings else [self.lm_head.weight])

@@ -9,14 +9,18 @@ an output bias. The pooler (dense → tanh on the [CLS] position) feeds sentence
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
 
-from zoo.blocks import ACTIVATIONS, AttnImpl, EncoderStack, LayerNorm, LearnedPositions, NormImpl
-from zoo.blocks.mlp import Activation
+from zoo.blocks import (
+    ACTIVATIONS, AttentionConfig, AttnImpl, BlockConfig, EncoderStack, LayerNorm, LearnedPositions, MLPConfig,
+    NormConfig, NormImpl, StackConfig,
+)
+from zoo.blocks.config import Activation
+from zoo.models.base import FeatureModel, MaskedLMModel, ZooModel, normal_init
 
 
 @dataclass
@@ -57,8 +61,23 @@ class BertConfig:
     norm_impl: NormImpl = "torch"
     init_std: float = 0.02
 
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
 
-class Bert(nn.Module):
+        check_model_config(self, positive=("vocab_size", "max_seq_len", "type_vocab_size", "d_model", "n_layer",
+                                           "n_head", "d_ff"), divides=(("n_head", "d_model"),))
+
+
+    def stack(self) -> StackConfig:
+        """The encoder: post-norm blocks, biases everywhere, no dropout inside the MLP (as BERT)."""
+        attention = AttentionConfig(self.n_head, dropout=self.attn_dropout, impl=self.attn_impl)
+        mlp = MLPConfig(self.d_ff or 4 * self.d_model, self.activation, dropout=0.0)
+        norm = NormConfig("layernorm", self.norm_eps, True, self.norm_impl)
+        block = BlockConfig(self.d_model, attention, mlp, norm, prenorm=False, dropout=self.dropout)
+        return StackConfig(self.n_layer, block, final_norm=False)
+
+
+class Bert(ZooModel, MaskedLMModel, FeatureModel):
     """BERT encoder with its masked-LM head: `forward(input_ids, attention_mask, token_type_ids)`
     → MLM logits (B, T, V). `encode` gives the hidden states (B, T, C), `pooled` the pooler
     output (B, C).
@@ -69,38 +88,23 @@ class Bert(nn.Module):
 
     family = "bert"
 
-    def __init__(self, config: BertConfig = BertConfig()):
+    def __init__(self, config: Optional[BertConfig] = None):
         super().__init__()
-        self.config = c = config
+        self.config = c = config or BertConfig()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model, padding_idx=c.pad_token_id)
         self.embed_positions = LearnedPositions(c.max_seq_len, c.d_model)
         self.embed_token_types = nn.Embedding(c.type_vocab_size, c.d_model)
         self.embed_norm = LayerNorm(c.d_model, c.norm_eps, impl=c.norm_impl)
         self.drop = nn.Dropout(c.dropout)
-        self.encoder = EncoderStack(
-            c.n_layer, d_model=c.d_model, n_head=c.n_head, d_ff=c.d_ff or 4 * c.d_model, activation=c.activation,
-            norm="layernorm", norm_eps=c.norm_eps, prenorm=False, final_norm=False, bias=True,
-            dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
-        )
-        for block in self.encoder.layers:  # BERT has no dropout between its MLP's two layers
-            block.mlp.dropout.p = 0.0
+        self.encoder = EncoderStack(c.stack())
         self.act = ACTIVATIONS[c.activation]
         self.head_transform = nn.Linear(c.d_model, c.d_model)
         self.head_norm = LayerNorm(c.d_model, c.norm_eps, impl=c.norm_impl)
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=True)
         self.pooler = nn.Linear(c.d_model, c.d_model) if c.pooler else None
-        self.apply(self._init_weights)
+        self.apply(lambda m: normal_init(m, c.init_std, position_tables=True))
         if c.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding, LearnedPositions)):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
 
     def encode(
         self,
@@ -142,15 +146,15 @@ class Bert(nn.Module):
     ) -> torch.Tensor:
         return self.mlm_logits(self.encode(input_ids, attention_mask, token_type_ids))  # (B, T, V)
 
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    @property
+    def feature_dim(self) -> int:
+        return self.config.d_model
 
-    def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without token/position/type embeddings and an untied decoder."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed_tokens.weight.numel() + self.embed_positions.weight.numel()
-            n -= self.embed_token_types.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.lm_head.weight.numel()
-        return n
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C): the pooler output of the [CLS] position (what BERT's classifiers read)."""
+        return self.pool(self.encode(input_ids, attention_mask, token_type_ids))
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        tables = [self.embed_tokens.weight, self.embed_positions.weight, self.embed_token_types.weight]
+        return tables + ([] if self.config.tie_embeddings else [self.lm_head.weight])

@@ -20,15 +20,19 @@ pure network, built from `zoo.blocks`.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from zoo.blocks import AttnImpl, DecoderStack, EncoderStack, LearnedPositions, NormImpl, PatchEmbedding, build_norm
-from zoo.blocks.mlp import Activation
+from zoo.blocks import (
+    AttentionConfig, AttnImpl, BlockConfig, DecoderStack, EncoderStack, LearnedPositions, MLPConfig, NormConfig,
+    NormImpl, PatchEmbedding, StackConfig, build_norm,
+)
+from zoo.blocks.config import Activation
+from zoo.models.base import FeatureModel, ImageTextModel, ZooModel, normal_init
 
 TextPooling = Literal["eos", "argmax", "last"]
 
@@ -56,6 +60,12 @@ class CLIPVisionConfig:
     activation: Activation = "quick_gelu"
     norm_eps: float = 1e-5
 
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
+
+        check_model_config(self, positive=("image_size", "patch_size", "channels", "d_model", "n_layer", "n_head",
+                                           "d_ff"), divides=(("n_head", "d_model"), ("patch_size", "image_size")))
+
 
 @dataclass
 class CLIPTextConfig:
@@ -81,6 +91,12 @@ class CLIPTextConfig:
     norm_eps: float = 1e-5
     pooling: TextPooling = "eos"
     eos_token_id: int = 49407
+
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
+
+        check_model_config(self, positive=("max_seq_len", "d_model", "n_layer", "n_head", "d_ff"),
+                           divides=(("n_head", "d_model"),))
 
 
 @dataclass
@@ -115,6 +131,9 @@ class CLIPConfig:
             self.vision = CLIPVisionConfig(**self.vision)
         if isinstance(self.text, dict):
             self.text = CLIPTextConfig(**self.text)
+        from zoo.models.validation import check_model_config
+
+        check_model_config(self, positive=("vocab_size", "projection_dim"))
 
 
 @dataclass
@@ -128,13 +147,14 @@ class CLIPOutput:
     logit_scale: torch.Tensor  # () exp(logit_scale), the inverse temperature actually applied
 
 
-def _stack_args(tower, c: CLIPConfig) -> dict:
-    """Block arguments shared by both towers: pre-norm LayerNorm, biased projections."""
-    return dict(
-        d_model=tower.d_model, n_head=tower.n_head, d_ff=tower.d_ff or 4 * tower.d_model,
-        activation=tower.activation, norm="layernorm", norm_eps=tower.norm_eps, prenorm=True, bias=True,
-        dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
-    )
+def tower_stack(tower: CLIPVisionConfig | CLIPTextConfig, c: CLIPConfig, final_norm: bool) -> StackConfig:
+    """A tower's stack: pre-norm LayerNorm blocks with biased projections (causal for the text tower,
+    which `DecoderStack` makes so)."""
+    attention = AttentionConfig(tower.n_head, dropout=c.attn_dropout, impl=c.attn_impl)
+    mlp = MLPConfig(tower.d_ff or 4 * tower.d_model, tower.activation, dropout=c.dropout)
+    norm = NormConfig("layernorm", tower.norm_eps, True, c.norm_impl)
+    block = BlockConfig(tower.d_model, attention, mlp, norm, prenorm=True, dropout=c.dropout)
+    return StackConfig(tower.n_layer, block, final_norm=final_norm)
 
 
 class VisionTower(nn.Module):
@@ -148,7 +168,7 @@ class VisionTower(nn.Module):
         self.class_embedding = nn.Parameter(torch.randn(v.d_model) * v.d_model**-0.5)
         self.positions = LearnedPositions(self.patch_embed.num_patches + 1, v.d_model)
         self.pre_norm = build_norm("layernorm", v.d_model, v.norm_eps, impl=c.norm_impl)
-        self.encoder = EncoderStack(v.n_layer, final_norm=False, **_stack_args(v, c))
+        self.encoder = EncoderStack(tower_stack(v, c, final_norm=False))
         self.post_norm = build_norm("layernorm", v.d_model, v.norm_eps, impl=c.norm_impl)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -172,7 +192,7 @@ class TextTower(nn.Module):
         self.pooling, self.eos_token_id, self.max_seq_len = t.pooling, t.eos_token_id, t.max_seq_len
         self.embed_tokens = nn.Embedding(c.vocab_size, t.d_model)
         self.positions = LearnedPositions(t.max_seq_len, t.d_model)
-        self.encoder = DecoderStack(t.n_layer, final_norm=True, **_stack_args(t, c))
+        self.transformer = DecoderStack(tower_stack(t, c, final_norm=True))  # causal: HF's text_model.encoder
 
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T = input_ids.shape
@@ -180,7 +200,7 @@ class TextTower(nn.Module):
             raise ValueError(f"captions of {T} tokens exceed text.max_seq_len={self.max_seq_len}")
         x = self.embed_tokens(input_ids) + self.positions(torch.arange(T, device=input_ids.device)[None])
         mask = attention_mask.bool() if attention_mask is not None else None
-        x = self.encoder(x, key_padding_mask=mask)  # (B, T, C), final norm applied
+        x = self.transformer(x, key_padding_mask=mask)  # (B, T, C), final norm applied
         return x[torch.arange(B, device=x.device), self.pool_index(input_ids, attention_mask)]
 
     def pool_index(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor]) -> torch.Tensor:
@@ -194,7 +214,7 @@ class TextTower(nn.Module):
         return attention_mask.long().cumsum(-1).argmax(dim=-1)  # first position reaching the count
 
 
-class CLIP(nn.Module):
+class CLIP(ZooModel, ImageTextModel, FeatureModel):
     """Image and text towers with projections into one normalised embedding space.
 
     `forward(pixel_values, input_ids, attention_mask=None)` → `CLIPOutput` with `image_embeds`,
@@ -206,21 +226,15 @@ class CLIP(nn.Module):
 
     family = "clip"
 
-    def __init__(self, config: CLIPConfig = CLIPConfig()):
+    def __init__(self, config: Optional[CLIPConfig] = None):
         super().__init__()
-        self.config = c = config
+        self.config = c = config or CLIPConfig()
         self.vision_model = VisionTower(c)
         self.text_model = TextTower(c)
         self.visual_projection = nn.Linear(c.vision.d_model, c.projection_dim, bias=False)
         self.text_projection = nn.Linear(c.text.d_model, c.projection_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(float(c.logit_scale_init)))
-        self.apply(self._init_weights)
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding, nn.Conv2d)):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+        self.apply(lambda m: normal_init(m, c.init_std))
 
     def encode_image(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) → L2-normalised image embeddings (B, projection_dim)."""
@@ -250,8 +264,18 @@ class CLIP(nn.Module):
             state_dict[key] = state_dict[key].reshape(self.logit_scale.shape)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    @property
+    def feature_dim(self) -> int:
+        return self.config.projection_dim
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, P): the normalised text embeddings (what a caption is compared by)."""
+        return self.encode_text(input_ids, attention_mask)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        """Parameter count; everything by default (CLIP's towers are compared whole)."""
+        return super().num_parameters(non_embedding)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.text_model.embed_tokens.weight, self.text_model.positions.weight, self.vision_model.positions.weight]

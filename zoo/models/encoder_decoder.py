@@ -30,11 +30,12 @@ from torch import nn
 
 from zoo.blocks import KVCache
 from zoo.generation import next_token
+from zoo.models.base import FeatureModel, Seq2SeqModel, ZooModel
 
 NEG = -1.0e9  # the "impossible" score Hugging Face's beam search uses; kept so ties resolve alike
 
 
-class EncoderDecoderLM(nn.Module):
+class EncoderDecoderLM(ZooModel, Seq2SeqModel, FeatureModel):
     """Base of sequence-to-sequence language models.
 
     Subclasses implement `encode(input_ids, attention_mask)` → (B, S, C) and
@@ -43,8 +44,11 @@ class EncoderDecoderLM(nn.Module):
     `decoder_start_token_id`. `max_target_positions` bounds the decoder length (None = unbounded).
     """
 
-    is_encoder_decoder = True
     max_target_positions: Optional[int] = None
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.d_model
 
     def forward(
         self,

@@ -8,16 +8,19 @@ optional sliding window and an untied head. ALiBi and sinusoidal positions are o
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
 from torch import nn
 
-from zoo.blocks import AttnImpl, DecoderStack, KVCache, LearnedPositions, NormImpl, SinusoidalPositions
+from zoo.blocks import (
+    AttentionConfig, AttnImpl, BlockConfig, DecoderStack, KVCache, LearnedPositions, MLPConfig, NormConfig, NormImpl,
+    SinusoidalPositions, StackConfig,
+)
+from zoo.blocks.config import Activation, NormKind
 from zoo.blocks.loss import linear_cross_entropy
-from zoo.blocks.mlp import Activation
-from zoo.blocks.norms import NormKind
+from zoo.models.base import CausalLMModel, FeatureModel, ZooModel, last_token, normal_init
 
 Position = Literal["learned", "sinusoidal", "rope", "alibi", "none"]
 
@@ -70,8 +73,28 @@ class GPTConfig:
     norm_impl: NormImpl = "torch"
     init_std: float = 0.02
 
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
 
-class GPT(nn.Module):
+        heads_split_width = (("n_head", "d_model"),) if self.head_dim is None else ()
+        check_model_config(self, positive=("vocab_size", "max_seq_len", "d_model", "n_layer", "n_head", "n_kv_head",
+                                           "head_dim", "d_ff", "window"),
+                           divides=(("n_kv_head", "n_head"), *heads_split_width), at_most=(("window", "max_seq_len"),))
+
+    def stack(self) -> StackConfig:
+        """The decoder stack this config describes (pre-norm, causal)."""
+        relative = self.position if self.position in ("rope", "alibi") else "none"
+        attention = AttentionConfig(self.n_head, self.n_kv_head, self.head_dim, self.bias, window=self.window,
+                                    dropout=self.attn_dropout, impl=self.attn_impl)
+        # GPT-2 and nanoGPT drop out after the MLP's projection (the residual dropout); the zoo has also
+        # dropped out after its activation since the start, and keeps doing so (`mlp.dropout`).
+        mlp = MLPConfig(self.d_ff or 4 * self.d_model, self.activation, self.gated_mlp, self.bias, self.dropout)
+        norm = NormConfig(self.norm, self.norm_eps, True, self.norm_impl)
+        block = BlockConfig(self.d_model, attention, mlp, norm, prenorm=True, dropout=self.dropout, causal=True)
+        return StackConfig(self.n_layer, block, relative, self.rope_theta)
+
+
+class GPT(ZooModel, CausalLMModel, FeatureModel):
     """Decoder-only language model: `forward(input_ids, attention_mask=None)` → logits (B, T, V);
     `forward(input_ids, labels=labels)` → the mean next-token cross-entropy, computed without the logits.
 
@@ -82,9 +105,9 @@ class GPT(nn.Module):
     family = "gpt"
     loss_chunk_size = 512  # tokens per chunk of the fused head + loss (zoo.blocks.loss); a speed knob only
 
-    def __init__(self, config: GPTConfig = GPTConfig()):
+    def __init__(self, config: Optional[GPTConfig] = None):
         super().__init__()
-        self.config = c = config
+        self.config = c = config or GPTConfig()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
         self.embed_positions = None
         if c.position == "learned":
@@ -92,27 +115,14 @@ class GPT(nn.Module):
         elif c.position == "sinusoidal":
             self.embed_positions = SinusoidalPositions(c.max_seq_len, c.d_model)
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
-        relative = c.position if c.position in ("rope", "alibi") else "none"
-        self.decoder = DecoderStack(
-            c.n_layer, relative_position=relative, rope_theta=c.rope_theta,
-            d_model=c.d_model, n_head=c.n_head, n_kv_head=c.n_kv_head, head_dim=c.head_dim,
-            d_ff=c.d_ff or 4 * c.d_model, activation=c.activation, gated_mlp=c.gated_mlp,
-            norm=c.norm, norm_eps=c.norm_eps, prenorm=True, bias=c.bias, window=c.window,
-            dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
-        )
+        self.decoder = DecoderStack(c.stack())
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
-        self.apply(self._init_weights)
+        self.apply(lambda m: normal_init(m, c.init_std))
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by 1/√(2·layers)
             if name.endswith(("o_proj.weight", "down_proj.weight")):
                 nn.init.normal_(p, std=c.init_std / (2 * c.n_layer) ** 0.5)
         if c.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight
-
-    def _init_weights(self, module: nn.Module) -> None:
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, std=self.config.init_std)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
 
     def forward(
         self,
@@ -148,16 +158,17 @@ class GPT(nn.Module):
         mask = attention_mask.bool() if attention_mask is not None else None
         return self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
 
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    @property
+    def feature_dim(self) -> int:
+        return self.config.d_model
 
-    def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without token/position embeddings (the usual scaling measure)."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed_tokens.weight.numel()
-            if isinstance(self.embed_positions, LearnedPositions):
-                n -= self.embed_positions.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.lm_head.weight.numel()
-        return n
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C): the final hidden state of each text's last real token (right padding)."""
+        return last_token(self._hidden_states(input_ids, attention_mask, None, None), attention_mask)
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        tables = [self.embed_tokens.weight]
+        if isinstance(self.embed_positions, LearnedPositions):
+            tables.append(self.embed_positions.weight)
+        return tables + ([] if self.config.tie_embeddings else [self.lm_head.weight])

@@ -13,14 +13,18 @@ initialisation), and d_kv·heads may differ from d_model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
 from torch import nn
 
-from zoo.blocks import AttnImpl, DecoderStack, EncoderStack, KVCache, NormImpl
-from zoo.blocks.mlp import Activation
+from zoo.blocks import (
+    AttentionConfig, AttnImpl, BlockConfig, DecoderStack, EncoderStack, KVCache, MLPConfig, NormConfig, NormImpl,
+    StackConfig,
+)
+from zoo.blocks.config import Activation
+from zoo.models.base import mean_over_tokens
 from zoo.models.encoder_decoder import EncoderDecoderLM
 
 
@@ -69,6 +73,27 @@ class T5Config:
     norm_impl: NormImpl = "torch"
     init_factor: float = 1.0
 
+    def __post_init__(self):
+        from zoo.models.validation import check_model_config
+
+        check_model_config(self, positive=("vocab_size", "d_model", "d_kv", "d_ff", "n_layer", "n_decoder_layer",
+                                           "n_head", "relative_num_buckets", "relative_max_distance"))
+
+    def encoder_stack(self) -> StackConfig:
+        """Pre-norm RMSNorm blocks, no biases, unscaled scores, one relative-position table per stack."""
+        attention = AttentionConfig(self.n_head, head_dim=self.d_kv, bias=False, scale=1.0,
+                                    dropout=self.attn_dropout, impl=self.attn_impl)
+        mlp = MLPConfig(self.d_ff, self.activation, self.gated_mlp, bias=False, dropout=self.dropout)
+        norm = NormConfig("rmsnorm", self.norm_eps, False, self.norm_impl)
+        block = BlockConfig(self.d_model, attention, mlp, norm, prenorm=True, dropout=self.dropout)
+        return StackConfig(self.n_layer, block, "t5", t5_num_buckets=self.relative_num_buckets,
+                           t5_max_distance=self.relative_max_distance)
+
+    def decoder_stack(self) -> StackConfig:
+        enc = self.encoder_stack()
+        return replace(enc, n_layer=self.n_decoder_layer or self.n_layer,
+                       block=replace(enc.block, causal=True, cross_attention=True))
+
 
 class T5(EncoderDecoderLM):
     """T5 encoder-decoder: `forward(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)`
@@ -80,19 +105,13 @@ class T5(EncoderDecoderLM):
 
     family = "t5"
 
-    def __init__(self, config: T5Config = T5Config()):
+    def __init__(self, config: Optional[T5Config] = None):
         super().__init__()
-        self.config = c = config
+        self.config = c = config or T5Config()
         self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model)
         self.drop = nn.Dropout(c.dropout)
-        stack = dict(
-            relative_position="t5", t5_num_buckets=c.relative_num_buckets, t5_max_distance=c.relative_max_distance,
-            d_model=c.d_model, n_head=c.n_head, head_dim=c.d_kv, d_ff=c.d_ff, activation=c.activation,
-            gated_mlp=c.gated_mlp, norm="rmsnorm", norm_eps=c.norm_eps, prenorm=True, bias=False, scale=1.0,
-            dropout=c.dropout, attn_dropout=c.attn_dropout, attn_impl=c.attn_impl, norm_impl=c.norm_impl,
-        )
-        self.encoder = EncoderStack(c.n_layer, **stack)
-        self.decoder = DecoderStack(c.n_decoder_layer or c.n_layer, cross_attention=True, **stack)
+        self.encoder = EncoderStack(c.encoder_stack())
+        self.decoder = DecoderStack(c.decoder_stack())
         self.lm_head = nn.Linear(c.d_model, c.vocab_size, bias=False)
         self._init_weights()
         if c.tie_embeddings:
@@ -148,14 +167,10 @@ class T5(EncoderDecoderLM):
             x = x * self.config.d_model**-0.5
         return self.lm_head(x)  # (B, T, V)
 
-    def config_dict(self) -> dict:
-        return asdict(self.config)
+    def features(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                 token_type_ids: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(B, C): the mean of the encoder's states over real tokens (Sentence-T5's pooling)."""
+        return mean_over_tokens(self.encode(input_ids, attention_mask), attention_mask)
 
-    def num_parameters(self, non_embedding: bool = True) -> int:
-        """Parameter count; by default without the token embedding and an untied head."""
-        n = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n -= self.embed_tokens.weight.numel()
-            if not self.config.tie_embeddings:
-                n -= self.lm_head.weight.numel()
-        return n
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [self.embed_tokens.weight] + ([] if self.config.tie_embeddings else [self.lm_head.weight])

@@ -18,6 +18,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import Metric
 
+from zoo.families import family_of
+
 Schedule = Literal["cosine", "linear", "constant"]
 
 
@@ -102,7 +104,7 @@ class Task(L.LightningModule):
             super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = self.optimizer_factory(parameter_groups(self.model))
+        optimizer = self.optimizer_factory(parameter_groups(self))  # the model's, and any head the task adds
         total = max(1, int(self.trainer.estimated_stepping_batches))
         fn = lambda step: lr_multiplier(step, self.warmup_steps, total, self.schedule, self.min_lr_ratio)  # noqa: E731
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
@@ -131,8 +133,8 @@ class Task(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         tok = self.tokenizer()
         checkpoint["zoo"] = {
-            "family": getattr(self.model, "family", type(self.model).__name__.lower()),
-            "config": asdict(self.model.config) if hasattr(self.model, "config") else None,
+            "family": family_of(self.model).name,
+            "config": asdict(self.model.config),
             "tokenizer": tok.to_str() if tok is not None else None,
         }
 

@@ -1,4 +1,4 @@
-"""Sequence classification fine-tuning, two ways:
+"""Sequence classification fine-tuning, three ways:
 
 - an encoder's pooled head (BERT; Devlin et al., 2019): dropout and a linear classifier on the
   pooler output (tanh(dense(h_[CLS]))), trained with cross-entropy;
@@ -10,12 +10,13 @@
   ("score", rank classification: always a valid label), or take the greedy decode ("generate",
   where a text matching no label counts as an error).
 
-Both report accuracy and macro-F1 (``torchmetrics``). ``init_from`` starts from a pre-trained
+All report accuracy and macro-F1 (``torchmetrics``). ``init_from`` starts from a pre-trained
 zoo checkpoint (weights loaded through ``zoo.checkpoint.model_from_checkpoint``).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Literal, Optional
 
@@ -27,9 +28,12 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from zoo.errors import ZooError
-from zoo.tasks.base import Schedule, Task, lr_multiplier, parameter_groups
-from zoo.tasks.masked_lm import reset_metrics
+from zoo.families import can, family_of, require
+from zoo.models.base import Capability
+from zoo.tasks.base import Schedule, Task
 from zoo.tasks.seq2seq_lm import check_special_ids, seq2seq_loss
+
+log = logging.getLogger("zoo")
 
 Mode = Literal["auto", "head", "text_to_text"]
 Predict = Literal["score", "generate"]
@@ -40,32 +44,25 @@ def load_pretrained(model: nn.Module, path: str) -> nn.Module:
     from zoo.checkpoint import model_from_checkpoint
 
     pretrained, _ = model_from_checkpoint(path)
-    family, mine = getattr(pretrained, "family", None), getattr(model, "family", None)
+    family, mine = family_of(pretrained).name, family_of(model).name
     if family != mine:
         raise ZooError(f"init_from '{path}' holds a {family} model but the config builds a {mine}; "
                        f"pass a {mine} checkpoint")
     state = pretrained.state_dict()
-    if getattr(model, "pooler", None) is not None and not any(k.startswith("pooler.") for k in state):
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith("pooler.")})  # fresh pooler
+    fresh = {k: v for k, v in model.state_dict().items() if k not in state}  # e.g. a pooler pre-training lacked
+    if any(not k.startswith("pooler.") for k in fresh):
+        raise ZooError(f"init_from '{path}' lacks weights the configured model needs ({sorted(fresh)[:3]}); "
+                       "use the architecture the checkpoint was trained with")
+    state.update(fresh)
     try:
         model.load_state_dict(state)
+        log.info("init_from: loaded %d weight tensors from '%s'%s", len(state) - len(fresh), path,
+                 f" (new: {', '.join(sorted(fresh))})" if fresh else "")
     except RuntimeError as err:
         first = str(err).splitlines()[1].strip() if len(str(err).splitlines()) > 1 else str(err)
         raise ZooError(f"init_from '{path}' does not fit the configured model ({first}); "
                        "use the architecture the checkpoint was trained with") from err
     return model
-
-
-def last_token_features(model: nn.Module, input_ids: torch.Tensor,
-                        attention_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """The hidden state (B, C) of each text's last real token (inputs are right-padded)."""
-    hidden = model.hidden_states(input_ids, attention_mask)  # (B, T, C): forward without the LM head
-    B, T = input_ids.shape
-    if attention_mask is None:
-        last = torch.full((B,), T - 1, device=input_ids.device)
-    else:
-        last = (attention_mask.long().sum(-1) - 1).clamp(min=0)  # (B,)
-    return hidden[torch.arange(B, device=hidden.device), last]
 
 
 class SequenceClassification(Task):
@@ -74,14 +71,14 @@ class SequenceClassification(Task):
     Logs train/val loss, ``val/acc`` and ``val/macro_f1``.
 
     Args:
-        model: `zoo.models.Bert` (pooled head), `zoo.models.GPT` (last-token head) or an
-            encoder-decoder (`T5`, `Bart`: text-to-text).
+        model: any zoo model with features (head mode: BERT's pooler, GPT's last token, T5/BART's
+            mean-pooled encoder, CLIP's text embedding) or an encoder-decoder (text-to-text: T5, BART).
         optimizer: optimizer factory (default AdamW).
         schedule: "cosine", "linear" or "constant" after warm-up.
         warmup_steps: optimizer steps of linear warm-up.
         min_lr_ratio: final learning rate as a fraction of the peak.
         num_labels: classes; None reads `num_labels` off the data module at setup.
-        mode: "head", "text_to_text", or "auto" (text-to-text for models that have `generate`).
+        mode: "head", "text_to_text", or "auto" (text-to-text for encoder-decoders, else head).
         predict_with: text-to-text predictions by "score" (rank the label names) or "generate".
         classifier_dropout: dropout before the linear classifier (head mode).
         init_from: a zoo `.ckpt` to load the model's weights from before fine-tuning.
@@ -102,13 +99,9 @@ class SequenceClassification(Task):
         **kwargs,
     ):
         super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
-        self.text_to_text = mode == "text_to_text" or (mode == "auto" and hasattr(model, "generate"))
-        if self.text_to_text and not hasattr(model, "shift_right"):
-            raise ZooError(f"mode text_to_text needs an encoder-decoder; {type(model).__name__} is not one")
-        self.decoder_only = getattr(model, "family", None) == "gpt"
-        if not self.text_to_text and not (self.decoder_only or hasattr(model, "pooled")):
-            raise ZooError(f"mode head needs an encoder with a pooler (BERT) or a GPT; {type(model).__name__} "
-                           "is neither: use mode text_to_text")
+        self.text_to_text = mode == "text_to_text" or (mode == "auto" and can(model, Capability.SEQ2SEQ))
+        require(model, Capability.SEQ2SEQ if self.text_to_text else Capability.FEATURES,
+                f"classification in mode {'text_to_text' if self.text_to_text else 'head'}")
         self.predict_with, self.classifier_dropout, self.init_from = predict_with, classifier_dropout, init_from
         self.pretrained_tokenizer = None
         if init_from:
@@ -151,10 +144,6 @@ class SequenceClassification(Task):
             check_special_ids(self.model, dm)
             self.set_label_targets(dm.label_target_ids())
 
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        reset_metrics(self)
-
     def set_label_targets(self, targets: list[list[int]]) -> None:
         """Each label name's target ids (C, L), -100 padded, for rank classification."""
         table = torch.full((len(targets), max(map(len, targets))), -100, dtype=torch.long)
@@ -172,19 +161,17 @@ class SequenceClassification(Task):
         return F.cross_entropy(logits.float(), batch["labels"]), logits
 
     def features(self, batch: dict, net: Optional[nn.Module] = None) -> torch.Tensor:
-        """What the head mode's classifier reads (B, C): BERT's pooler output, GPT's last token; of
-        `net` (default the task's model)."""
+        """What the head mode's classifier reads (B, C): the model's `features` (BERT's pooler output,
+        GPT's last token, ...); of `net` (default the task's model)."""
         net = self.model if net is None else net
-        if self.decoder_only:
-            return last_token_features(net, batch["input_ids"], batch.get("attention_mask"))
-        return net.pooled(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+        return net.features(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
 
     def _new_head(self, num_labels: int) -> nn.Linear:
         """The linear head with `nn.Linear`'s own initialisation (uniform within ±1/√width), drawn from a
         generator seeded by the run's seed: this runs in `setup`, after Lightning has drawn from the
         global generator a different number of times in one process and in several (process-group
         set-up), and every strategy must start from the same head."""
-        width = self.model.config.d_model
+        width = self.model.feature_dim
         head = nn.Linear(width, num_labels)
         g = torch.Generator().manual_seed(torch.initial_seed() % 2**63 + num_labels)
         with torch.no_grad():
@@ -235,14 +222,6 @@ class SequenceClassification(Task):
         match = (decoded[:, None, :] == self.label_targets[None]).all(-1)  # (B, C)
         wrong = (batch["labels"] + 1) % self.label_targets.shape[0]
         return torch.where(match.any(-1), match.float().argmax(-1), wrong)
-
-    def configure_optimizers(self) -> dict:
-        # The base groups only `self.model`; the classifier head must be trained too.
-        optimizer = self.optimizer_factory(parameter_groups(self))
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        fn = lambda step: lr_multiplier(step, self.warmup_steps, total, self.schedule, self.min_lr_ratio)  # noqa: E731
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ----------------------------------------------------------------- loops
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

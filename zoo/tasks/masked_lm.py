@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from torchmetrics.text import Perplexity
 
 from zoo.errors import ZooError
-from zoo.tasks.base import Schedule, Task, reset_metrics  # noqa: F401 (re-exported)
+from zoo.tasks.base import Schedule, Task
 
 IGNORE_INDEX = -100
 
@@ -63,10 +63,6 @@ class MaskedLM(Task):
                 f"the tokenizer's padding id is {pad} but the model's config says pad_token_id={mine}; "
                 f"set --model.init_args.model.init_args.config.pad_token_id {pad}"
             )
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        reset_metrics(self)
 
     def _step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         logits = self.model(batch["input_ids"], attention_mask=batch.get("attention_mask"),

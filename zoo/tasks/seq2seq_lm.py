@@ -21,7 +21,6 @@ from torchmetrics.text import BLEUScore, Perplexity, ROUGEScore
 
 from zoo.errors import ZooError
 from zoo.tasks.base import Schedule, Task
-from zoo.tasks.masked_lm import reset_metrics
 
 IGNORE_INDEX = -100
 
@@ -104,10 +103,6 @@ class Seq2SeqLM(Task):
         dm = getattr(self.trainer, "datamodule", None)
         if dm is not None:
             check_special_ids(self.model, dm)
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        reset_metrics(self)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, logits = seq2seq_loss(self.model, batch, batch["labels"])
