@@ -139,12 +139,16 @@ def units(suite: bool) -> list[tuple]:
 
 
 def tasks_of(unit) -> list[tuple]:
-    """(unit, launch index, config index, role) for every config of every launch of a unit."""
+    """(unit, launch index, config index, role) for the configs of every launch of a unit to compile.
+
+    A launch's fixed configs after the first are fallbacks, picked only on a device where the first
+    does not fit (less shared memory than sm_80/sm_90): the sweep compiles the first only.
+    """
     family, features, size, dtype, arch, which = unit
     tasks = []
-    for li, launch in enumerate(_launches(family, features, size, dtype)):
+    for li, launch in enumerate(_launches_cached(unit)):
         n_fixed = _n_fixed(family, launch)
-        chosen = {"all": range(len(launch.configs)), "first": [0], "edges": sorted({0, n_fixed})}[which]
+        chosen = {"all": [0, *range(n_fixed, len(launch.configs))], "first": [0], "edges": sorted({0, n_fixed})}[which]
         for ci in (c for c in chosen if c < len(launch.configs)):
             tasks.append((unit, li, ci, "fixed" if ci < n_fixed else "tuned"))
     return tasks
@@ -163,23 +167,41 @@ def _n_fixed(family, launch) -> int:
 _CACHE: dict = {}
 
 
+def _launches_cached(unit):
+    if unit[:4] not in _CACHE:
+        _CACHE[unit[:4]] = _launches(*unit[:4])
+    return _CACHE[unit[:4]]
+
+
+def _compile_key(task) -> tuple:
+    """Tasks with equal keys compile to the same binary (e.g. the preprocess of every feature set)."""
+    from kernels._compile import _specialization_key, config_name
+
+    unit, li, ci, _ = task
+    launch = _launches_cached(unit)[li]
+    return launch.kernel.fn.__name__, unit[4], _specialization_key(launch.kernel, launch.args), config_name(launch.configs[ci])
+
+
 def compile_task(task) -> dict:
-    """Compile one config of one launch; the row of the table (status filled in later)."""
-    from kernels._compile import SMEM_LIMIT, aot_facts, config_name
+    """Compile one config of one launch for its target: registers, spills, shared bytes, error."""
+    from kernels._compile import aot_facts
+
+    unit, li, ci, _ = task
+    launch = _launches_cached(unit)[li]
+    facts = aot_facts(launch.kernel, launch.args, launch.configs[ci], unit[4])
+    return dict(registers=facts.regs, spills=facts.spills, shared_bytes=facts.shared, error=facts.error)
+
+
+def _row(task, facts: dict) -> dict:
+    from kernels._compile import SMEM_LIMIT, config_name
 
     unit, li, ci, role = task
     family, features, size, dtype, arch, _ = unit
-    key = unit[:4]
-    if key not in _CACHE:
-        _CACHE[key] = _launches(family, features, size, dtype)
-    launch = _CACHE[key][li]
-    config = launch.configs[ci]
-    facts = aot_facts(launch.kernel, launch.args, config, arch)
+    launch = _launches_cached(unit)[li]
     name = f"{family}:{launch.name}" if family == "attention" else f"{features}_norm:{launch.name}"
     return dict(kernel=name, features=features if family == "attention" else "-", head_dim=size, dtype=dtype,
-                target=f"sm_{arch}", role=role, config=config_name(config), registers=facts.regs,
-                spills=facts.spills, shared_bytes=facts.shared, smem_limit=SMEM_LIMIT[arch], error=facts.error,
-                launch=li, config_index=ci, unchecked=features in UNCHECKED)
+                target=f"sm_{arch}", role=role, config=config_name(launch.configs[ci]), **facts,
+                smem_limit=SMEM_LIMIT[arch], launch=li, config_index=ci, unchecked=features in UNCHECKED)
 
 
 def judge(rows: list[dict]) -> list[dict]:
@@ -215,14 +237,18 @@ def _problem(r) -> str:
 
 def run(suite: bool, jobs: int) -> list[dict]:
     tasks = [t for u in units(suite) for t in tasks_of(u)]
+    unique = list({_compile_key(t): t for t in reversed(tasks)}.items())[::-1]
     if jobs <= 1:
-        return judge([compile_task(t) for t in tasks])
-    import multiprocessing
+        results = [compile_task(t) for _, t in unique]
+    else:
+        import multiprocessing
 
-    # fork: the workers inherit the imported modules (nothing here has touched a GPU)
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-        return judge(list(pool.map(compile_task, tasks, chunksize=1)))
+        # fork: the workers inherit the imported modules (nothing here has touched a GPU)
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
+        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
+            results = list(pool.map(compile_task, [t for _, t in unique], chunksize=1))
+    facts = {key: result for (key, _), result in zip(unique, results)}
+    return judge([_row(t, facts[_compile_key(t)]) for t in tasks])
 
 
 # ---- Reporting ----------------------------------------------------------------------------------

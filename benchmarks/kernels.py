@@ -374,10 +374,10 @@ def device_slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def write_results(rows: list[dict], meta: dict, out_dir: Path) -> list[Path]:
+def write_results(rows: list[dict], meta: dict, out_dir: Path, tag: str = "") -> list[Path]:
     """CSV of all rows, JSON sidecar, and PNG plots; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"kernels-{device_slug(meta['device'])}"
+    stem = out_dir / f"kernels-{tag + '-' if tag else ''}{device_slug(meta['device'])}"
     with open(stem.with_suffix(".csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
@@ -459,6 +459,7 @@ def parse_args(argv):
     p.add_argument("--norm-rows", type=int, default=16384)
     p.add_argument("--rep", type=int, default=None, help="ms of timed repeats per measurement")
     p.add_argument("--out", type=Path, default=_HERE / "results")
+    p.add_argument("--tag", default="", help="results go to kernels-<tag>-<device>.* (e.g. gpu-check)")
     args = p.parse_args(argv)
     q = args.quick
     args.dtype = args.dtype or (["bf16"] if q else ["bf16", "fp16"])
@@ -506,7 +507,7 @@ def main(argv=None) -> int:
                    window=args.window, hidden=args.hidden, norm_rows=args.norm_rows, modes=args.mode,
                    rep_ms=args.rep, argv=list(sys.argv[1:] if argv is None else argv),
                    seconds=round(time.time() - start, 1))
-    for path in write_results(rows, sidecar, args.out):
+    for path in write_results(rows, sidecar, args.out, args.tag):
         print(f"wrote {path}")
     return 0
 

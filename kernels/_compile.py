@@ -89,9 +89,14 @@ def keep_fitting(configs, facts_of, smem_limit: int) -> list:
 _RUNTIME_FACTS: dict = {}
 
 
-def _specialization_key(args: dict) -> tuple:
-    """What of the arguments changes the compiled code: dtypes, constants, which ints are 1 or 16-aligned."""
-    def key(v):
+def _specialization_key(kernel, args: dict) -> tuple:
+    """What of the arguments changes the compiled code: constexpr values, dtypes, which ints are 1 or
+    16-aligned (Triton specializes on those)."""
+    constexprs = {p.name for p in kernel.params if p.is_constexpr}
+
+    def key(name, v):
+        if name in constexprs:
+            return repr(v)
         if hasattr(v, "dtype") and hasattr(v, "data_ptr"):
             return str(v.dtype)
         if isinstance(v, bool) or v is None or isinstance(v, str):
@@ -99,12 +104,12 @@ def _specialization_key(args: dict) -> tuple:
         if isinstance(v, int):
             return ("int", v == 1, v % 16 == 0, abs(v) >= 2**31)
         return type(v).__name__
-    return tuple((k, key(v)) for k, v in sorted(args.items()))
+    return tuple((k, key(k, v)) for k, v in sorted(args.items()))
 
 
 def runtime_facts(kernel, args: dict, config: triton.Config) -> Facts:
     """Compile `kernel` with `args` at `config` for the current CUDA device (cached) and read its facts."""
-    key = (kernel, _specialization_key(args), config_name(config))
+    key = (kernel, _specialization_key(kernel, args), config_name(config))
     if key not in _RUNTIME_FACTS:
         from triton.runtime.errors import OutOfResources
 
