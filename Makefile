@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install gpu-test bench clean
+.PHONY: demo test install gpu-test bench aot-check gpu-check clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,18 @@ test: $(STAMP)
 
 gpu-test: $(STAMP)
 	$(BIN)/python -m pytest -q -m gpu
+
+# Compile every kernel config the launchers may pick for sm_80 and sm_90, no GPU needed (ptxas from the
+# triton wheel); writes benchmarks/results/aot-check.{csv,md}. Triton's disk cache makes reruns fast.
+aot-check: $(STAMP)
+	env -u TRITON_INTERPRET TRITON_DEFAULT_FP_FUSION=1 $(BIN)/python benchmarks/aot_check.py
+
+# Everything that needs a GPU in <= 8 minutes (tests, kernel benchmark, a fit per family, FSDP2).
+# Runs with .venv's Python if there is one, else the machine's own python3 (no install step: a GPU
+# machine lent for minutes has torch, triton and lightning but no package registry).
+GPU_PYTHON ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+gpu-check:
+	$(GPU_PYTHON) benchmarks/gpu_check.py
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
