@@ -207,7 +207,7 @@ def main() -> None:
     mbs = truth["bytes"] / 1e6 / seconds
     result = {
         "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "load_average_at_start": os.getloadavg(), "python": platform.python_version(),
+        "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
         "datatrove": importlib.metadata.version("datatrove"),
         "corpus_mb": truth["bytes"] / 1e6, "docs": truth["docs"], "tasks": args.tasks, "workers": args.workers,
         "generate_seconds": gen_s, "prepare_seconds": seconds, "mb_per_s": mbs, "mb_per_s_per_worker": mbs / args.workers,
