@@ -2,10 +2,10 @@
 
 from zoo.tasks.base import Task, lr_multiplier, parameter_groups
 from zoo.tasks.causal_lm import CausalLM
-from zoo.tasks.contrastive import Contrastive
-
-__all__ = ["CausalLM", "Contrastive", "Task", "lr_multiplier", "parameter_groups"]
 from zoo.tasks.classification import SequenceClassification
+from zoo.tasks.contrastive import Contrastive
 from zoo.tasks.masked_lm import MaskedLM
 from zoo.tasks.seq2seq_lm import Seq2SeqLM
-__all__ += ["MaskedLM", "Seq2SeqLM", "SequenceClassification"]
+
+__all__ = ["CausalLM", "Contrastive", "MaskedLM", "Seq2SeqLM", "SequenceClassification", "Task", "lr_multiplier",
+           "parameter_groups"]
