@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
+
 import torch
 from torch import nn
 
@@ -91,3 +94,30 @@ def load_mapped(model: nn.Module, mapped: dict[str, torch.Tensor]) -> nn.Module:
     if missing or unexpected:
         raise ZooError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model
+
+
+@dataclass
+class ClassifierHead:
+    """A fine-tuned classifier's linear head (`SequenceClassification.classifier[1]`) and its label names,
+    exported as `...ForSequenceClassification`."""
+
+    weight: torch.Tensor  # (num_labels, feature_dim)
+    bias: Optional[torch.Tensor]  # (num_labels,)
+    labels: list[str]
+
+    def label_config(self) -> dict:
+        names = self.labels or [f"LABEL_{i}" for i in range(self.weight.shape[0])]
+        return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)}}
+
+
+def refuse(family: str, setting: str, why: str) -> ZooError:
+    """The one-line error for a zoo configuration Hugging Face cannot express."""
+    return ZooError(f"cannot export this {family} model to Hugging Face format: {setting} ({why})")
+
+
+def invert_activation(table: dict[str, str], ours: str, family: str) -> str:
+    """The Hugging Face name of our activation `ours`, read backwards off an import `table`."""
+    for theirs in table:
+        if table[theirs] == ours:
+            return theirs
+    raise refuse(family, f"activation={ours!r}", f"Hugging Face {family} knows {', '.join(sorted(table))}")

@@ -3,6 +3,8 @@
 Names are close to ours; the table below renames the rest. The token embedding may be stored as
 `model.shared`, as either stack's `embed_tokens`, or only as the tied `lm_head` (newer checkpoints
 keep one copy); `final_logits_bias` may be missing (Hugging Face then uses zeros).
+
+`export` applies the table backwards and stores the embedding once, as `model.shared`.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped
-from zoo.hf.bert import hf_activation
+from zoo.hf import invert_activation, load_mapped, refuse
+from zoo.hf.bert import HF_ACTIVATIONS, hf_activation
 from zoo.models.bart import Bart, BartConfig
 
 RENAMES = (  # applied in order to each key, after the "model." prefix is removed
@@ -79,3 +81,35 @@ def convert(cfg: dict, state: dict) -> Bart:
             continue
         m[rename(key)] = value
     return load_mapped(model, m)
+
+
+def export_name(ours: str) -> str:
+    """A zoo BART weight name → Hugging Face's."""
+    if ours == "embed_tokens.weight":
+        return "model.shared.weight"
+    if ours in ("final_logits_bias", "lm_head.weight"):
+        return ours
+    for theirs, mine in reversed(RENAMES):
+        ours = ours.replace(mine, theirs)
+    return "model." + ours
+
+
+def export(model: Bart) -> tuple[dict, dict]:
+    """A zoo `Bart` as a Hugging Face `BartForConditionalGeneration` (config.json dict, state dict)."""
+    c = model.config
+    if c.norm_eps != 1e-5:
+        raise refuse("bart", f"norm_eps={c.norm_eps}", "Hugging Face BART's LayerNorms use 1e-5")
+    cfg = {"architectures": ["BartForConditionalGeneration"], "model_type": "bart", "vocab_size": c.vocab_size,
+           "max_position_embeddings": c.max_seq_len, "d_model": c.d_model, "encoder_layers": c.n_layer,
+           "decoder_layers": c.n_decoder_layer or c.n_layer, "encoder_attention_heads": c.n_head,
+           "decoder_attention_heads": c.n_decoder_head or c.n_head, "encoder_ffn_dim": c.d_ff or 4 * c.d_model,
+           "decoder_ffn_dim": c.d_decoder_ff or c.d_ff or 4 * c.d_model,
+           "activation_function": invert_activation(HF_ACTIVATIONS, c.activation, "bart"),
+           "scale_embedding": c.scale_embedding, "tie_word_embeddings": c.tie_embeddings, "dropout": c.dropout,
+           "attention_dropout": c.attn_dropout, "activation_dropout": c.activation_dropout,
+           "is_encoder_decoder": True, "pad_token_id": c.pad_token_id, "bos_token_id": c.bos_token_id,
+           "eos_token_id": c.eos_token_id, "decoder_start_token_id": c.decoder_start_token_id,
+           "forced_eos_token_id": c.eos_token_id}
+    state = {export_name(k): v for k, v in model.state_dict().items()
+             if not (k == "lm_head.weight" and c.tie_embeddings)}
+    return cfg, state

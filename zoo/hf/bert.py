@@ -4,6 +4,9 @@ Hugging Face nests each block as attention.self.{query,key,value}, attention.out
 intermediate.dense, output.{dense,LayerNorm}; the MLM head lives under cls.predictions. Newer
 checkpoints leave out the decoder weight (tied to the word embeddings) and the pooler (a masked-LM
 model has none); old TensorFlow-era ones call LayerNorm parameters gamma/beta.
+
+`export` reads the same table backwards: `BertForMaskedLM` (the pooler, when the model has one, is
+kept for `BertModel`), or `BertForSequenceClassification` with a fine-tuned classifier head.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped
+from zoo.hf import ClassifierHead, invert_activation, load_mapped, refuse
 from zoo.models.bert import Bert, BertConfig
 
 # Hugging Face activation names → ours (shared by the BERT, T5 and BART converters)
@@ -95,3 +98,36 @@ def convert(cfg: dict, state: dict) -> Bert:
     if config.tie_embeddings:
         m.pop("lm_head.weight", None)
     return load_mapped(model, m)
+
+
+def export_name(ours: str) -> str:
+    """A zoo BERT weight name → Hugging Face's (the RENAMES table, backwards)."""
+    key = ours
+    for theirs, mine in reversed(RENAMES):
+        key = key.replace(mine, theirs)
+    return key if key.startswith("cls.") else "bert." + key
+
+
+def export(model: Bert, head: ClassifierHead | None = None) -> tuple[dict, dict]:
+    """A zoo `Bert` as a Hugging Face (config.json dict, state dict): `BertForMaskedLM`, or with `head`
+    `BertForSequenceClassification` (dropout and a linear layer on the pooler output, as our task)."""
+    c = model.config
+    cfg = {"architectures": ["BertForMaskedLM"], "model_type": "bert", "vocab_size": c.vocab_size,
+           "max_position_embeddings": c.max_seq_len, "type_vocab_size": c.type_vocab_size,
+           "hidden_size": c.d_model, "num_hidden_layers": c.n_layer, "num_attention_heads": c.n_head,
+           "intermediate_size": c.d_ff or 4 * c.d_model, "hidden_act": invert_activation(HF_ACTIVATIONS, c.activation, "bert"),
+           "layer_norm_eps": c.norm_eps, "hidden_dropout_prob": c.dropout, "attention_probs_dropout_prob": c.attn_dropout,
+           "pad_token_id": c.pad_token_id, "position_embedding_type": "absolute",
+           "tie_word_embeddings": c.tie_embeddings}
+    state = {export_name(k): v for k, v in model.state_dict().items()
+             if not (k == "lm_head.weight" and c.tie_embeddings)}
+    if head is None:
+        return cfg, state
+    if c.pooler is False:
+        raise refuse("bert", "a classifier on a model without a pooler (pooler=False)",
+                     "BertForSequenceClassification reads the pooler output")
+    state = {k: v for k, v in state.items() if not k.startswith("cls.")}
+    state["classifier.weight"] = head.weight
+    if head.bias is not None:
+        state["classifier.bias"] = head.bias
+    return {**cfg, **head.label_config(), "architectures": ["BertForSequenceClassification"]}, state

@@ -4,6 +4,8 @@ Radford et al., 2021 (CLIP) with a ViT image tower (Dosovitskiy et al., 2021). H
 the blocks `layer_norm1/2`, `fc1/fc2`, `out_proj`; the rest differs only in prefixes. Its text
 pooling reads the first end-of-text token, except for configs with `eos_token_id == 2` (written
 before transformers PR #24773), which keep OpenAI's rule: the position of the largest token id.
+
+`export` applies RENAMES backwards and writes the pooling rule as that `eos_token_id` convention.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped
+from zoo.hf import invert_activation, load_mapped, refuse
 from zoo.models.clip import CLIP, CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
 ACTIVATIONS = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh",
@@ -95,3 +97,39 @@ def convert(cfg: dict, state: dict) -> CLIP:
             continue
         mapped[rename(key.removeprefix("clip."))] = value.contiguous()
     return load_mapped(model, mapped)
+
+
+def export_name(ours: str) -> str:
+    """A zoo CLIP weight name → Hugging Face's."""
+    ours = ours.replace("text_model.transformer.norm.", "text_model.final_layer_norm.")  # before its stack's rename
+    for theirs, mine in reversed(RENAMES):
+        ours = ours.replace(mine, theirs)
+    return ours
+
+
+def _text_eos(t: CLIPTextConfig) -> int:
+    """The text `eos_token_id` that makes Hugging Face pool as `t.pooling` says."""
+    if t.pooling == "eos" and t.eos_token_id != 2:
+        return t.eos_token_id
+    if t.pooling == "argmax":
+        return 2  # Hugging Face's marker for OpenAI's argmax rule
+    why = ("Hugging Face pools at the first end-of-text id, or at the largest id when eos_token_id is 2"
+           if t.pooling == "last" else "Hugging Face reads eos_token_id=2 as the argmax rule")
+    raise refuse("clip", f"text pooling={t.pooling!r} with eos_token_id={t.eos_token_id}", why)
+
+
+def export(model: CLIP) -> tuple[dict, dict]:
+    """A zoo `CLIP` as a Hugging Face `CLIPModel` (config.json dict, state dict)."""
+    c, t, v = model.config, model.config.text, model.config.vision
+    text = {"vocab_size": c.vocab_size, "hidden_size": t.d_model, "intermediate_size": t.d_ff or 4 * t.d_model,
+            "num_hidden_layers": t.n_layer, "num_attention_heads": t.n_head, "max_position_embeddings": t.max_seq_len,
+            "hidden_act": invert_activation(ACTIVATIONS, t.activation, "clip"), "layer_norm_eps": t.norm_eps,
+            "eos_token_id": _text_eos(t), "projection_dim": c.projection_dim, "attention_dropout": c.attn_dropout}
+    vision = {"hidden_size": v.d_model, "intermediate_size": v.d_ff or 4 * v.d_model, "num_hidden_layers": v.n_layer,
+              "num_attention_heads": v.n_head, "num_channels": v.channels, "image_size": v.image_size,
+              "patch_size": v.patch_size, "hidden_act": invert_activation(ACTIVATIONS, v.activation, "clip"),
+              "layer_norm_eps": v.norm_eps, "projection_dim": c.projection_dim, "attention_dropout": c.attn_dropout}
+    cfg = {"architectures": ["CLIPModel"], "model_type": "clip", "projection_dim": c.projection_dim,
+           "logit_scale_init_value": c.logit_scale_init, "text_config": text, "vision_config": vision}
+    state = {export_name(k): v.reshape(()) if k == "logit_scale" else v for k, v in model.state_dict().items()}
+    return cfg, state

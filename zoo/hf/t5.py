@@ -8,6 +8,8 @@ Tying: v1.0 ties the head to `shared` and rescales the decoder output by d_model
 own head and no rescaling. Older configs say so with `tie_word_embeddings`; transformers ≥ 5 always
 writes `tie_word_embeddings: true` and records the rescaling as `scale_decoder_outputs`. A head
 missing from the weights is re-tied to the shared embedding; one present and different is untied.
+
+`export` numbers the sublayers back (`export_name`) and writes the relative bias to block 0.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import re
 import torch
 
 from zoo.errors import ZooError
-from zoo.hf import load_mapped
-from zoo.hf.bert import hf_activation
+from zoo.hf import invert_activation, load_mapped, refuse
+from zoo.hf.bert import HF_ACTIVATIONS, hf_activation
 from zoo.models.t5 import T5, T5Config
 
 BLOCK = re.compile(r"(encoder|decoder)\.block\.(\d+)\.layer\.(\d+)\.(.+)")
@@ -100,3 +102,47 @@ def convert(cfg: dict, state: dict) -> T5:
         if name is not None:
             m[name] = value
     return load_mapped(model, m)
+
+
+OURS = re.compile(r"(encoder|decoder)\.layers\.(\d+)\.(self_attn|cross_attn|mlp)(_norm)?\.(?:(\w+)\.)?(weight|bias)")
+MODULES = {"self_attn": "SelfAttention", "cross_attn": "EncDecAttention", "mlp": "DenseReluDense"}
+
+
+def export_name(ours: str, gated: bool) -> str:
+    """A zoo T5 weight name → Hugging Face's."""
+    if ours == "embed_tokens.weight":
+        return "shared.weight"
+    if ours in ("lm_head.weight", "encoder.norm.weight", "decoder.norm.weight"):
+        return ours.replace(".norm.", ".final_layer_norm.")
+    if ours.endswith("relative_bias.relative_attention_bias.weight"):
+        return f"{ours.split('.')[0]}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"
+    stack, block, role, norm, name, kind = OURS.fullmatch(ours).groups()
+    roles = ("self_attn", "cross_attn", "mlp") if stack == "decoder" else ("self_attn", "mlp")
+    prefix = f"{stack}.block.{block}.layer.{roles.index(role)}."
+    if norm:
+        return f"{prefix}layer_norm.{kind}"
+    table = {"up_proj": "wi_1", "gate_proj": "wi_0", "down_proj": "wo"} if gated else {"up_proj": "wi", "down_proj": "wo"}
+    theirs = table[name] if role == "mlp" else {v: k for k, v in ATTENTION.items()}[name]
+    return f"{prefix}{MODULES[role]}.{theirs}.{kind}"
+
+
+def export(model: T5) -> tuple[dict, dict]:
+    """A zoo `T5` as a Hugging Face `T5ForConditionalGeneration` (config.json dict, state dict)."""
+    c = model.config
+    if c.gated_mlp and c.activation == "gelu":
+        raise refuse("t5", "activation='gelu' with gated_mlp=True", "Hugging Face reads 'gated-gelu' as the tanh "
+                     "approximation; use activation: gelu_tanh")
+    act = invert_activation(HF_ACTIVATIONS, c.activation, "t5")
+    cfg = {"architectures": ["T5ForConditionalGeneration"], "model_type": "t5", "vocab_size": c.vocab_size,
+           "d_model": c.d_model, "d_kv": c.d_kv, "d_ff": c.d_ff, "num_layers": c.n_layer,
+           "num_decoder_layers": c.n_decoder_layer or c.n_layer, "num_heads": c.n_head,
+           "feed_forward_proj": ("gated-gelu" if act == "gelu_new" else f"gated-{act}") if c.gated_mlp else act,
+           "relative_attention_num_buckets": c.relative_num_buckets,
+           "relative_attention_max_distance": c.relative_max_distance, "layer_norm_epsilon": c.norm_eps,
+           "tie_word_embeddings": c.tie_embeddings, "scale_decoder_outputs": model.scales_decoder_outputs,
+           "dropout_rate": c.dropout, "initializer_factor": c.init_factor, "is_encoder_decoder": True,
+           "pad_token_id": c.pad_token_id, "eos_token_id": c.eos_token_id,
+           "decoder_start_token_id": c.decoder_start_token_id}
+    state = {export_name(k, c.gated_mlp): v for k, v in model.state_dict().items()
+             if not (k == "lm_head.weight" and c.tie_embeddings)}
+    return cfg, state
