@@ -12,4 +12,12 @@ def from_hf(path, **kwargs):
     return _from_hf(path, **kwargs)
 
 
-__all__ = ["ZooError", "from_hf", "__version__"]
+def to_hf(model, path, **kwargs):
+    """Write a zoo model (and its tokenizer) as a Hugging Face checkpoint directory that `transformers`
+    loads: config.json, safetensors weights, generation and tokenizer files (see `zoo.interop.hf.to_hf`)."""
+    from zoo.interop.hf import to_hf as _to_hf
+
+    return _to_hf(model, path, **kwargs)
+
+
+__all__ = ["ZooError", "from_hf", "to_hf", "__version__"]

@@ -187,6 +187,9 @@ EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect,
 from zoo.data.prepare import DataCommands  # noqa: E402  (zoo data prepare|report; datatrove loads on use)
 
 EXTRA_COMMANDS["data"] = DataCommands
+from zoo.interop.export import export  # noqa: E402  (zoo export: HF / ONNX; heavy imports on use)
+
+EXTRA_COMMANDS["export"] = export
 
 
 def _known_keys() -> list[str]:

@@ -1,0 +1,106 @@
+"""`zoo export`: a trained model out of the zoo, as a Hugging Face checkpoint directory or ONNX graphs.
+
+The source is what `zoo fit` wrote (a `.ckpt` file or a sharded checkpoint folder) or a Hugging Face
+directory. A fine-tuned classifier's checkpoint also carries the head (`classifier.1.*` in the task's
+state dict) and the label names (`checkpoint["zoo"]["labels"]`): it exports as the family's
+`...ForSequenceClassification` (HF) or a classifier graph (ONNX).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from torch import nn
+
+from zoo.errors import ZooError
+from zoo.hf import ClassifierHead
+
+Format = Literal["hf", "onnx"]
+DType = Literal["float32", "bfloat16", "float16"]
+
+
+@dataclass
+class Source:
+    """What an export reads: the model, its tokenizer, a classifier head and a chat template (if any)."""
+
+    model: nn.Module
+    tokenizer: Any
+    head: Optional[ClassifierHead] = None
+    chat_template: Optional[str] = None
+
+
+def load_source(path: str) -> Source:
+    """A `zoo fit` checkpoint, a sharded checkpoint folder, or a Hugging Face directory / hub name."""
+    from zoo.checkpoint import is_sharded_checkpoint, load_model, read_checkpoint
+
+    p = Path(path)
+    if not (p.suffix == ".ckpt" or p.is_file() or is_sharded_checkpoint(p)):
+        model, tokenizer = load_model(path)
+        config = p / "tokenizer_config.json"
+        template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
+        return Source(model, tokenizer, chat_template=template if isinstance(template, str) else None)
+    ckpt = read_checkpoint(path)
+    model, tokenizer = _model_of(ckpt, path)
+    state, meta = ckpt["state_dict"], ckpt["zoo"]
+    head = None
+    if "classifier.1.weight" in state:
+        head = ClassifierHead(state["classifier.1.weight"], state.get("classifier.1.bias"),
+                              [str(x) for x in meta.get("labels") or []])
+    return Source(model, tokenizer, head, meta.get("chat_template"))
+
+
+def _model_of(ckpt: dict, path: str):
+    """(model, tokenizer) from a read checkpoint, as `zoo.checkpoint.model_from_checkpoint` builds them."""
+    from zoo.families import FAMILIES
+
+    meta = ckpt.get("zoo")
+    if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
+        raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")
+    model = FAMILIES[meta["family"]].build(meta["config"])
+    model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    tokenizer = None
+    if meta.get("tokenizer"):
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_str(meta["tokenizer"])
+    return model.eval(), tokenizer
+
+
+def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32", max_shard_size: int = 5 * 1024**3,
+           quantize: bool = False) -> str:
+    """Export a trained model for other tools: Hugging Face `transformers` (`--format hf`) or onnxruntime
+    (`--format onnx`).
+
+    Args:
+        model: a `.ckpt` file written by `zoo fit`, a sharded checkpoint folder, or a Hugging Face directory.
+        out: the directory to write (created if needed).
+        format: "hf": config.json, model.safetensors (sharded above max_shard_size), generation_config.json,
+            tokenizer.json + tokenizer_config.json, loadable with AutoModelFor... / AutoTokenizer.
+            "onnx": GPT (logits and a decoding step with past keys/values), BERT (masked LM or
+            classifier), CLIP (image and text towers) graphs, plus the tokenizer files.
+        dtype: the saved weights' dtype (hf): float32, bfloat16 or float16.
+        max_shard_size: bytes per safetensors shard (hf).
+        quantize: also write int8 dynamically quantized graphs (onnx; onnxruntime's quantize_dynamic).
+    """
+    source = load_source(model)
+    if format == "hf":
+        from zoo.interop.hf import check_dtype, to_hf
+
+        written = to_hf(source.model, out, dtype=check_dtype(dtype), tokenizer=source.tokenizer, head=source.head,
+                        max_shard_size=max_shard_size, chat_template=source.chat_template)
+        files = sorted(f.name for f in Path(written).iterdir())
+        return _say(f"wrote {', '.join(files)} to {out}; load with transformers' AutoModel/AutoTokenizer .from_pretrained")
+    if format == "onnx":
+        from zoo.interop.onnx import export_onnx
+
+        report = export_onnx(source.model, out, tokenizer=source.tokenizer, head=source.head, quantize=quantize)
+        return _say("\n".join(report))
+    raise ZooError(f"--format {format!r} is not one of hf, onnx")
+
+
+def _say(report: str) -> str:
+    print(report)
+    return report
