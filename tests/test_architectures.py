@@ -1,4 +1,4 @@
-"""benchmarks/architectures.py (`zoo compare`): a tiny-budget run end to end (results files, plots,
+"""`zoo compare` (zoo.compare, and its script benchmarks/architectures.py): a tiny-budget run end to end (results files, plots,
 parameter counts, the FLOPs budget), the matched default sizes, and its command line."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from zoo.cli import main
+from zoo.compare import compare
 from zoo.models import GPT, T5, Bart, BartConfig, Bert, BertConfig, GPTConfig, T5Config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +125,7 @@ def test_tiny_run_plots_are_images(tiny_run):
 
 
 def test_default_sizes_have_matched_non_embedding_parameters():
-    defaults = inspect.signature(load_script().compare).parameters
+    defaults = inspect.signature(compare).parameters
     counts = {f: build(f, *dataclasses.astuple(defaults[f].default), vocab=4096, block=128).num_parameters()
               for f in TINY}
     mean = sum(counts.values()) / len(counts)
@@ -136,11 +137,11 @@ def test_compare_help_explains_every_option(capsys):
         main(["compare", "--help"])
     assert exit_.value.code in (0, None)
     text = capsys.readouterr().out
-    for name, param in inspect.signature(load_script().compare).parameters.items():
+    for name, param in inspect.signature(compare).parameters.items():
         options = [f"--{name}.{field}" for field in param.default.__dict__] if name in TINY else [f"--{name}"]
         for option in options:
             assert option in text, option
-    assert text.count("(type:") >= len(inspect.signature(load_script().compare).parameters)
+    assert text.count("(type:") >= len(inspect.signature(compare).parameters)
 
 
 @pytest.mark.parametrize("args,message", [

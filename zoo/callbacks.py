@@ -2,11 +2,9 @@
 random-number state that makes a resumed run continue exactly where it stopped.
 
 - `Throughput`: tokens/s, samples/s and model FLOPs utilisation (MFU, Chowdhery et al. 2022, PaLM
-  appendix B): the FLOPs of one training step are counted once per batch shape with
-  `torch.utils.flop_counter.FlopCounterMode` on a meta-device copy of the model (no memory, no
-  compute), and divided by the device's peak. GPUs: Lightning's table of spec-sheet peaks for the
-  precision in use. CPUs have no spec sheet: the peak is *measured*, a timed fp32 GEMM with the
-  torch thread count in use ("MFU against measured matmul peak").
+  appendix B): the FLOPs of one training step are counted once per batch shape on a meta-device
+  copy of the model and divided by the device's peak, both by `zoo.flops` (the benchmarks' accounting
+  too): spec-sheet peaks on GPUs, a measured fp32 GEMM rate on CPUs.
 - `NonFiniteLoss`: a NaN/Inf loss (optionally gradient) either stops training with one line naming
   the step and the likely causes, or skips that optimizer step. All ranks agree before acting.
 - `RNGState`: Lightning checkpoints weights, optimizer, schedulers, loop progress and (through
@@ -16,119 +14,21 @@ random-number state that makes a resumed run continue exactly where it stopped.
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import time
 from collections import deque
-from functools import lru_cache
-from typing import Any, Callable, Literal, Optional
+from typing import Any, Literal, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
-from zoo.blocks import set_attention_impl, set_norm_impl
 from zoo.errors import ZooError
+from zoo.flops import measured_matmul_peak, peak_flops, task_flops, training_flops  # one FLOP accounting (re-exported)
 from zoo.models.base import Seq2SeqModel
 
 
-# --------------------------------------------------------------------------- FLOPs and peaks
-def _plain_class(model: nn.Module) -> type:
-    """The model's own class: FSDP2 wraps it in a generated `FSDP<Name>` subclass."""
-    return next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
-
-
-def _scalar(out: Any) -> torch.Tensor:
-    """A scalar whose backward reaches every output (a tensor, or the tensors of a model-output dataclass)."""
-    if isinstance(out, torch.Tensor):
-        return out.float().sum()
-    values = [getattr(out, f.name) for f in dataclasses.fields(out)] if dataclasses.is_dataclass(out) else list(out)
-    return sum(v.float().sum() for v in values if isinstance(v, torch.Tensor) and v.requires_grad)
-
-
-def _meta_inputs(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-    """Meta tensors for the forward arguments the batch provides; an encoder-decoder's decoder reads
-    inputs shaped like its target sequence (teacher forcing): `target_ids` in text-to-text
-    classification, where `labels` are class indices (B,), otherwise token `labels` (B, T). Labels
-    are withheld: a fused loss picks rows by their values, which meta tensors do not have; the
-    logits cost the same matmuls."""
-    params = inspect.signature(model.forward).parameters
-    inputs = {k: torch.empty_like(v, device="meta") for k, v in batch.items()
-              if k in params and k != "labels" and torch.is_tensor(v)}
-    if "decoder_input_ids" in params and "decoder_input_ids" not in inputs:
-        target = next((batch[k] for k in ("target_ids", "labels")
-                       if torch.is_tensor(batch.get(k)) and batch[k].dim() == 2), None)
-        if target is not None:
-            inputs["decoder_input_ids"] = torch.empty_like(target, device="meta")
-    return inputs
-
-
-def training_flops(model: nn.Module, batch: dict, forward: Optional[Callable] = None) -> int:
-    """FLOPs of one forward + backward of `model` on a batch of this shape, counted on the meta device.
-
-    The copy is built from the model's config, so nothing is allocated or computed. Matrix products
-    and attention are counted (what MFU counts); the loss and elementwise work are not. Attention
-    is counted in full (T² per head), also where a causal kernel skips half: PaLM's convention.
-    `forward(meta_model, meta_inputs)` is what the task runs, where that is not `model(**inputs)`
-    (a classifier reads pooled features and never computes the language-model head).
-    """
-    with torch.device("meta"):
-        meta = _plain_class(model)(model.config)
-    set_attention_impl(meta, "torch")  # kernels cannot run on meta tensors; torch computes the same function
-    set_norm_impl(meta, "torch")
-    meta.train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        inputs = _meta_inputs(meta, batch)
-        _scalar(forward(meta, inputs) if forward else meta(**inputs)).backward()
-    return int(counter.get_total_flops())
-
-
-@lru_cache(maxsize=None)
-def measured_matmul_peak(threads: int, n: int = 1024, repeats: int = 3) -> float:
-    """FLOP/s of a dense fp32 n×n GEMM on this CPU with `threads` torch threads: the best of `repeats`.
-
-    The CPU stand-in for a spec-sheet peak (so CPU MFU reads "against measured matmul peak"). A
-    private generator keeps the global random state untouched.
-    """
-    g = torch.Generator().manual_seed(0)
-    a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        a @ b  # warm-up
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            a @ b
-            best = min(best, time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(before)
-    return 2 * n**3 / best
-
-
-def precision_dtype(precision: Any) -> torch.dtype:
-    """The matmul dtype of a Lightning precision setting ("bf16-mixed" → bfloat16, ...)."""
-    p = str(precision)
-    if p.startswith("bf16"):
-        return torch.bfloat16
-    if p.startswith("16"):
-        return torch.float16
-    return torch.float64 if p.startswith("64") else torch.float32
-
-
-def peak_flops(device: torch.device, precision: Any) -> tuple[Optional[float], str]:
-    """(peak FLOP/s of one device, where it came from); None when unknown."""
-    if device.type == "cpu":
-        return measured_matmul_peak(torch.get_num_threads()), "measured fp32 matmul peak"
-    from lightning.fabric.utilities.throughput import get_available_flops
-
-    flops = get_available_flops(device, precision_dtype(precision))
-    return (float(flops) if flops else None), f"spec-sheet peak for {precision_dtype(precision)}"
-
-
+# --------------------------------------------------------------------------- token counts
 def batch_counts(batch: dict, encoder_decoder: bool) -> tuple[torch.Tensor, int]:
     """(real tokens, samples) of a batch: attention-mask ones (else labels != -100, else every id);
     an encoder-decoder adds its decoder's labels != -100. Samples: rows of images or token ids."""
@@ -188,14 +88,14 @@ class Throughput(L.Callback):
         model = getattr(pl_module, "model", pl_module)
         shape = tuple((k, tuple(v.shape)) for k, v in sorted(batch.items()) if torch.is_tensor(v))
         if shape not in self._flops:
-            self._flops[shape] = self._measure(model, batch, getattr(pl_module, "flop_forward", None))
+            self._flops[shape] = self._measure(pl_module, batch)
         tokens, samples = batch_counts(batch, isinstance(model, Seq2SeqModel))
         self._batch = (self._flops[shape], tokens, samples)
 
     @staticmethod
-    def _measure(model: nn.Module, batch: dict, forward: Optional[Callable] = None) -> Optional[int]:
+    def _measure(task: nn.Module, batch: dict) -> Optional[int]:
         try:
-            return training_flops(model, batch, forward)
+            return task_flops(task, batch)
         except Exception as err:  # a model without a config, an op meta tensors lack: no MFU, rest still works
             rank_zero_warn(f"could not count training FLOPs on the meta device ({type(err).__name__}: {err}); "
                            "perf/mfu will not be logged")

@@ -16,6 +16,7 @@ import re
 import sys
 from typing import Callable, Optional
 
+from zoo.compare import compare  # standard library only at import: the runs load when it is called
 from zoo.errors import ZooError
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
@@ -164,26 +165,7 @@ def inspect(
     inspect_model(model, text, layer, head, top_k, out_dir, max_values, decoder_text, image, stack)
 
 
-def _checkout_compare() -> Callable:
-    """`compare` from the checkout's benchmarks/architectures.py: benchmarks ship with the source, not
-    the package, so the file is loaded by path (its top level is stdlib only: cheap at start-up)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "architectures.py"
-    if not path.is_file():
-        def compare() -> None:
-            """Compare GPT, BERT, T5 and BART (benchmarks/architectures.py of a source checkout)."""
-            raise ZooError(f"zoo compare runs {path}, which this installation lacks; run it from a source checkout")
-
-        return compare
-    spec = importlib.util.spec_from_file_location("zoo_benchmarks_architectures", path)
-    module = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.compare
-
-
-EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect, "compare": _checkout_compare()}
+EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect, "compare": compare}
 from zoo.data.prepare import DataCommands  # noqa: E402  (zoo data prepare|report; datatrove loads on use)
 
 EXTRA_COMMANDS["data"] = DataCommands
