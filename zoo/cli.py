@@ -81,51 +81,34 @@ def generate(
         seed: random seed, for repeatable samples.
         use_cache: reuse past keys and values (KV cache); the output is the same, only faster.
         device: "cpu", "cuda", ...
-        num_beams: encoder-decoder models (T5, BART): beam search with more than 1 (not combined
-            with sampling). They read the prompt as the encoder input and print the decoder output.
+        num_beams: beam search with more than 1 (not combined with sampling). Decoder-only models
+            print prompt + continuation; encoder-decoders read the prompt as the encoder input and
+            print the decoder output.
     """
     check_generate_arguments(max_new_tokens, temperature, top_k, top_p, num_beams)
-    import torch
-
     from zoo.checkpoint import load_model
-    from zoo.generation import generate as run
+    from zoo.generation import Request, generate_batch, stepper_class
 
     net, tokenizer = load_model(model)
     if tokenizer is None:
         raise ZooError(f"'{model}' carries no tokenizer; save tokenizer.json beside the weights")
+    try:
+        kind = stepper_class(net)
+    except ZooError as err:
+        raise ZooError(f"'{model}': {err}; zoo generate cannot run it") from None
     net = net.to(device)
-    ids = torch.tensor([tokenizer.encode(prompt).ids], device=device)
-    if ids.shape[1] == 0:
-        raise ZooError("the prompt encodes to no tokens; give a non-empty --prompt")
-    from zoo.families import can, family_of
-    from zoo.models.base import Capability
-
-    if not (can(net, Capability.CAUSAL_LM) or can(net, Capability.SEQ2SEQ)):
-        raise ZooError(f"'{model}' is a {family_of(net).name} model, which does not generate text; "
-                       "zoo generate runs causal LMs (GPT) and encoder-decoders (T5, BART)")
-    gen = torch.Generator(device=device).manual_seed(seed)
-    if can(net, Capability.SEQ2SEQ):
-        sample = temperature is not None and temperature > 0
-        if sample and num_beams > 1:
-            raise ZooError(f"--temperature {temperature} samples, --num_beams {num_beams} runs beam search; "
-                           "pick one (--temperature 0 for beam search, --num_beams 1 to sample)")
-        try:
-            out = net.generate(ids, max_new_tokens=max_new_tokens, num_beams=num_beams, use_cache=use_cache,
-                               do_sample=sample, temperature=temperature or 1.0, top_k=top_k, top_p=top_p,
-                               generator=gen)
-        except ValueError as err:  # a prompt longer than the context, a bad num_beams
-            raise ZooError(str(err)) from None
-        text = tokenizer.decode(out[0, 1:].tolist())  # drop the decoder start token
-        warn_if_blank(text, tokenizer)
-        print(text)
-        return text
-    temperature = 0.8 if temperature is None else temperature
-    out = run(net, ids, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-              use_cache=use_cache, generator=gen)
-    text = tokenizer.decode(out[0].tolist())
-    warn_if_blank(text[len(prompt):] if text.startswith(prompt) else text, tokenizer)
-    print(text)
-    return text
+    temperature = kind.default_temperature if temperature is None else temperature
+    if temperature > 0 and num_beams > 1:
+        raise ZooError(f"--temperature {temperature} samples, --num_beams {num_beams} runs beam search; "
+                       "pick one (--temperature 0 for beam search, --num_beams 1 to sample)")
+    request = Request(prompt, max_new_tokens, temperature, top_k, top_p, seed)
+    try:
+        [done] = generate_batch(net, tokenizer, [request], use_cache=use_cache, echo=True, num_beams=num_beams)
+    except ValueError as err:  # a prompt longer than the context
+        raise ZooError(str(err)) from None
+    warn_if_blank(tokenizer.decode(done.token_ids), tokenizer)
+    print(done.text)
+    return done.text
 
 
 def inspect(

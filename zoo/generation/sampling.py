@@ -1,16 +1,33 @@
-"""Autoregressive decoding for decoder-only models: greedy, temperature, top-k and nucleus (top-p,
-Holtzman et al., 2020) sampling, with or without the KV cache (both give the same tokens).
+"""Choosing the next token from logits: greedy, temperature, top-k and nucleus (top-p, Holtzman et
+al., 2020) sampling, in Hugging Face's order (temperature → top-k → top-p).
+
+A batch may mix settings: each row has its own `Sampling`, and each row its own random generator, so
+a seeded request draws the same tokens whether it is decoded alone or beside others. Rows that share
+one `Sampling` (one generator, or torch's global one) draw in one `torch.multinomial` call, as Hugging
+Face's `generate` does, which keeps seeded draws equal to theirs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
-from torch import nn
 
-from zoo.blocks import KVCache
-from zoo.errors import ZooError
+
+@dataclass
+class Sampling:
+    """How one row picks its tokens. `temperature` 0 is greedy; `generator` None draws from torch's
+    global generator."""
+
+    temperature: float = 0.0
+    top_k: Optional[int] = None
+    top_p: Optional[float] = None
+    generator: Optional[torch.Generator] = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
 
 
 def filter_logits(logits: torch.Tensor, top_k: Optional[int] = None, top_p: Optional[float] = None) -> torch.Tensor:
@@ -35,50 +52,13 @@ def next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None) 
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def context_limit(model: nn.Module) -> Optional[int]:
-    """Longest sequence the model can embed (learned/sinusoidal positions), or None if unbounded."""
-    cfg = getattr(model, "config", None)
-    if cfg is not None and getattr(cfg, "position", "learned") in ("learned", "sinusoidal"):
-        return getattr(cfg, "max_seq_len", None)
-    return None
-
-
-@torch.no_grad()
-def generate(
-    model: nn.Module,
-    input_ids: torch.Tensor,  # (B, T), left-padded when prompts differ in length
-    *,
-    attention_mask: Optional[torch.Tensor] = None,
-    max_new_tokens: int = 50,
-    temperature: float = 1.0,
-    top_k: Optional[int] = None,
-    top_p: Optional[float] = None,
-    eos_token_id: Optional[int] = None,
-    use_cache: bool = True,
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
-    """Extend `input_ids` by up to `max_new_tokens` tokens; returns (B, T + new)."""
-    B, T = input_ids.shape
-    limit = context_limit(model)
-    if limit is not None and T > limit:
-        raise ZooError(f"the prompt has {T} tokens but the model's context is {limit}; shorten the prompt")
-    if limit is not None:
-        max_new_tokens = min(max_new_tokens, limit - T)
-    mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
-    cache = KVCache() if use_cache else None
-    ids, step_ids = input_ids, input_ids
-    done = torch.zeros(B, dtype=torch.bool, device=input_ids.device)
-    for _ in range(max_new_tokens):
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        positions = positions[:, -step_ids.shape[1]:]
-        logits = model(step_ids, attention_mask=mask, position_ids=positions, past_key_values=cache)
-        tok = next_token(logits[:, -1], temperature, top_k, top_p, generator)
-        if eos_token_id is not None:
-            tok = torch.where(done, torch.full_like(tok, eos_token_id), tok)
-            done |= tok == eos_token_id
-        ids = torch.cat([ids, tok[:, None]], dim=1)
-        mask = torch.cat([mask, torch.ones_like(tok[:, None])], dim=1)
-        step_ids = tok[:, None] if use_cache else ids
-        if eos_token_id is not None and bool(done.all()):
-            break
-    return ids
+def pick(logits: torch.Tensor, rows: list[Sampling]) -> torch.Tensor:
+    """Next tokens (B,) for logits (B, V), row i picking by `rows[i]`."""
+    first = rows[0]
+    if all(r is first for r in rows):  # one setting for the whole batch: one draw, as HF does
+        return next_token(logits, first.temperature, first.top_k, first.top_p, first.generator)
+    tokens = logits.argmax(-1)
+    for i, r in enumerate(rows):
+        if not r.greedy:
+            tokens[i] = next_token(logits[i:i + 1], r.temperature, r.top_k, r.top_p, r.generator)[0]
+    return tokens
