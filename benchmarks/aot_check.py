@@ -216,6 +216,8 @@ def judge(rows: list[dict]) -> list[dict]:
             problem = _problem(r)
             if not problem:
                 r["status"] = "ok"
+            elif r["error"].startswith("not compiled"):
+                r["status"] = "not compiled (time limit)"
             elif r["error"]:
                 r["status"] = "FAIL: does not compile"
             elif r["role"] == "fixed" and r["config_index"] == 0:
@@ -235,20 +237,34 @@ def _problem(r) -> str:
     return Facts(r["registers"], r["spills"], r["shared_bytes"], r["error"]).problem(r["smem_limit"])
 
 
-def run(suite: bool, jobs: int) -> list[dict]:
+def run(suite: bool, jobs: int, time_limit: float | None = None) -> list[dict]:
+    """Compile every distinct binary once (in `jobs` processes) and judge the rows. Past `time_limit`
+    seconds the rest is left out (status 'not compiled'); Triton's disk cache keeps what was done."""
     tasks = [t for u in units(suite) for t in tasks_of(u)]
     unique = list({_compile_key(t): t for t in reversed(tasks)}.items())[::-1]
+    deadline = time.time() + time_limit if time_limit else float("inf")
+    facts = {}
     if jobs <= 1:
-        results = [compile_task(t) for _, t in unique]
+        for key, t in unique:
+            if time.time() < deadline:
+                facts[key] = compile_task(t)
     else:
         import multiprocessing
 
         # fork: the workers inherit the imported modules (nothing here has touched a GPU)
         context = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-        with ProcessPoolExecutor(jobs, mp_context=context) as pool:
-            results = list(pool.map(compile_task, [t for _, t in unique], chunksize=1))
-    facts = {key: result for (key, _), result in zip(unique, results)}
-    return judge([_row(t, facts[_compile_key(t)]) for t in tasks])
+        pool = ProcessPoolExecutor(jobs, mp_context=context)
+        futures = [(key, pool.submit(compile_task, t)) for key, t in unique]
+        for key, future in futures:
+            try:
+                facts[key] = future.result(timeout=None if not time_limit else max(0.0, deadline - time.time()))
+            except TimeoutError:
+                break
+        pool.shutdown(wait=False, cancel_futures=True)
+        for child in multiprocessing.active_children():
+            child.kill()  # a compile still running past the limit
+    missing = dict(registers=0, spills=0, shared_bytes=0, error="not compiled: time limit")
+    return judge([_row(t, facts.get(_compile_key(t), missing)) for t in tasks])
 
 
 # ---- Reporting ----------------------------------------------------------------------------------
@@ -257,8 +273,8 @@ def run(suite: bool, jobs: int) -> list[dict]:
 def summary(rows: list[dict]) -> str:
     """Per kernel and target: configs compiled, failures, pruned, and the range of registers and shared
     memory of the configs the launchers may pick (status ok), as a markdown table."""
-    lines = ["| kernel | target | compiled | ok | pruned | FAIL | registers (ok) | shared KiB (ok) |",
-             "| --- | --- | ---: | ---: | ---: | ---: | --- | --- |"]
+    lines = ["| kernel | target | configs | ok | pruned | FAIL | not compiled | registers (ok) | shared KiB (ok) |",
+             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     keys = dict.fromkeys((r["kernel"], r["target"]) for r in rows)
     for kernel, target in keys:
         mine = [r for r in rows if r["kernel"] == kernel and r["target"] == target]
@@ -267,7 +283,8 @@ def summary(rows: list[dict]) -> str:
         smem = f"{min(r['shared_bytes'] for r in ok) / 1024:.0f}–{max(r['shared_bytes'] for r in ok) / 1024:.0f}" if ok else "-"
         lines.append(f"| {kernel} | {target} | {len(mine)} | {len(ok)} | "
                      f"{sum(r['status'].startswith(('pruned', 'unchecked')) for r in mine)} | "
-                     f"{sum(r['status'].startswith('FAIL') for r in mine)} | {regs} | {smem} |")
+                     f"{sum(r['status'].startswith('FAIL') for r in mine)} | "
+                     f"{sum(r['status'].startswith('not compiled') for r in mine)} | {regs} | {smem} |")
     return "\n".join(lines) + "\n"
 
 
@@ -286,10 +303,11 @@ def write_results(rows: list[dict], meta: dict, out_dir: Path, stem: str = "aot-
         writer = csv.DictWriter(f, fieldnames=FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    bad = [r for r in rows if not r["status"].startswith(("ok", "pruned", "unchecked"))]
+    bad = [r for r in rows if r["status"].startswith("FAIL")]
+    pending = sum(r["status"].startswith("not compiled") for r in rows)
     md = [f"# Ahead-of-time compile check ({meta['date']})", "",
-          f"triton {meta['triton']}, torch {meta['torch']}; device: {meta['device']}; {len(rows)} compiles in "
-          f"{meta.get('seconds', '?')} s. Shared memory limits: sm_80 163 KiB, sm_90 227 KiB (opt-in per block). "
+          f"triton {meta['triton']}, torch {meta['torch']}; device: {meta['device']}; {len(rows)} configs "
+          f"({len(rows) - pending} compiled, {pending} left out by the time limit) in {meta.get('seconds', '?')} s. Shared memory limits: sm_80 163 KiB, sm_90 227 KiB (opt-in per block). "
           f"Attention shapes: B={BATCH}, H={HEADS}, S={SEQ}; norms: M={NORM_ROWS}. Full table: {csv_path.name}.", "",
           summary(rows), f"Failures: {len(bad)}", ""]
     md += [f"- {r['kernel']} {r['features']} D/N={r['head_dim']} {r['dtype']} {r['target']} {r['config']}: "
@@ -306,6 +324,8 @@ def parse_args(argv):
     p.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     p.add_argument("--out", type=Path, default=_HERE / "results", help="folder for aot-check.{csv,md}")
     p.add_argument("--no-write", action="store_true", help="write no CSV/markdown (the tests use --json)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop compiling after this many seconds and tabulate what was compiled (a rerun resumes)")
     return p.parse_args(argv)
 
 
@@ -315,7 +335,7 @@ def main(argv=None) -> int:
         print("aot_check compiles real kernels: unset TRITON_INTERPRET")
         return 2
     start = time.time()
-    rows = run(args.suite, args.jobs)
+    rows = run(args.suite, args.jobs, args.time_limit)
     meta = dict(environment(), seconds=round(time.time() - start, 1))
     if args.json:
         args.json.write_text(json.dumps(dict(meta=meta, rows=rows), indent=1) + "\n")
@@ -327,7 +347,8 @@ def main(argv=None) -> int:
     for r in failed:
         print(f"FAIL {r['kernel']} {r['features']} {r['head_dim']} {r['dtype']} {r['target']} {r['config']}: "
               f"{r['status']} {r['error']}")
-    print(f"{len(rows)} compiles, {len(failed)} failures, {meta['seconds']} s")
+    pending = sum(r["status"].startswith("not compiled") for r in rows)
+    print(f"{len(rows)} configs, {pending} not compiled (time limit), {len(failed)} failures, {meta['seconds']} s")
     return 1 if failed else 0
 
 

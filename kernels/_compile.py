@@ -121,7 +121,7 @@ def runtime_facts(kernel, args: dict, config: triton.Config) -> Facts:
         except OutOfResources as err:  # raised on load when shared memory (or threads) exceed the device's
             facts = Facts(0, 0, int(err.required)) if err.name == "shared memory" else Facts(0, 0, 0, str(err))
         except Exception as err:  # noqa: BLE001 (a config that does not compile is pruned, not fatal)
-            facts = Facts(0, 0, 0, f"{type(err).__name__}: {str(err).strip().splitlines()[:1]}")
+            facts = Facts(0, 0, 0, _one_line(err))
         _RUNTIME_FACTS[key] = facts
     return _RUNTIME_FACTS[key]
 
@@ -155,6 +155,14 @@ def _resource_usage(cubin: bytes, name: str) -> tuple[int, int, int]:
     return int(usage["REG"]), int(usage["LOCAL"]), int(usage["SHARED"])
 
 
+def _one_line(err: BaseException) -> str:
+    """The reason of a (Triton compile) error on one line: Triton puts it after the source excerpt,
+    or in the chained cause."""
+    text = str(err.__cause__ or err)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip().strip("^")]
+    return f"{type(err).__name__}: {lines[-1] if lines else ''}"[:200]
+
+
 def aot_facts(kernel, args: dict, config: triton.Config, arch: int) -> Facts:
     """Compile `kernel` for sm_`arch` with the specialization a launch with `args` would get.
 
@@ -178,7 +186,7 @@ def aot_facts(kernel, args: dict, config: triton.Config, arch: int) -> Facts:
                                   options=options.__dict__)
         regs, local, static_shared = _resource_usage(compiled.asm["cubin"], compiled.name)
     except Exception as err:  # noqa: BLE001 (reported as a fact: this config does not compile)
-        return Facts(0, 0, 0, f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[-1][:200]}")
+        return Facts(0, 0, 0, _one_line(err))
     return Facts(regs, local // 4, compiled.metadata.shared + static_shared)
 
 

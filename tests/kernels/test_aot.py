@@ -120,7 +120,7 @@ def test_results_files_and_summary(aot, tmp_path):
                            "spills", "shared_bytes"]
     assert len(csv_path.read_text().splitlines()) == 4
     md = md_path.read_text()
-    assert "| attention:fwd | sm_90 | 3 | 2 | 1 | 0 | 100–100 | 1–1 |" in md and "Failures: 0" in md
+    assert "| attention:fwd | sm_90 | 3 | 2 | 1 | 0 | 0 | 100–100 | 1–1 |" in md and "Failures: 0" in md
 
 
 def test_keep_fitting_uses_the_compiler_facts():
