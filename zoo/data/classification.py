@@ -16,7 +16,6 @@ validation in the same proportion. Everything is deterministic.
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -27,9 +26,11 @@ from lightning.pytorch import LightningDataModule
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
+from zoo.data import split
 from zoo.data.cleaning import clean_documents, split_paragraphs
 from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.sources import load_documents, read_text_file
+from zoo.data.split import unit_hash
 from zoo.data.text import TextDataModule
 from zoo.data.tokenizer import TokenizerKind, eos_token_id, load_tokenizer, pad_token_id
 from zoo.errors import ZooError
@@ -56,7 +57,7 @@ def topic_examples(source: str = "pydoc", num_topics: int = 6, min_paragraph_cha
                        "or lower --data.min_paragraph_chars")
     examples = []
     for topic in topics:
-        paragraphs = sorted(by_topic[topic], key=lambda p: _unit_hash(0, p))  # a fixed, content-based order
+        paragraphs = sorted(by_topic[topic], key=lambda p: unit_hash(0, p, byteorder="little"))  # a fixed, content-based order
         examples += [(p, topic) for p in paragraphs[:max_per_topic]]
     return examples
 
@@ -92,22 +93,17 @@ def _json_row(line: str, file: Path, lineno: int) -> dict:
     return row
 
 
-def _unit_hash(seed: int, text: str) -> float:
-    digest = hashlib.sha256(f"{seed}\0{text}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "little") / 2**64
-
-
 def stratified_split(examples: list[Example], val_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Per label, the ``val_fraction`` of examples with the smallest seeded hash go to validation."""
-    train, val = [], []
-    for label in sorted({lab for _, lab in examples}):
-        group = sorted((e for e in examples if e[1] == label), key=lambda e: _unit_hash(seed, e[0]))
-        n_val = max(1, round(val_fraction * len(group))) if len(group) > 1 else 0
-        val += group[:n_val]
-        train += group[n_val:]
+    """Per label, the ``val_fraction`` of examples with the smallest seeded hash of their text go to validation."""
+    labels = [label for _, label in examples]
+    ranked = [unit_hash(seed, text, byteorder="little") for text, _ in examples]
+    train, val = split.stratified_split(labels, val_fraction, seed, scores=ranked)
+
     # Mixed labels in a fixed order, so a partial pass (limit_val_batches) still sees every label.
-    def mixed(rows: list[Example]) -> list[Example]:
-        return sorted(rows, key=lambda e: _unit_hash(seed + 1, e[0]))
+    def mixed(index: torch.Tensor) -> list[Example]:
+        order = sorted(index.tolist(), key=lambda i: (unit_hash(seed + 1, examples[i][0], byteorder="little"),
+                                                      labels[i], i))
+        return [examples[i] for i in order]
 
     return mixed(train), mixed(val)
 

@@ -19,7 +19,6 @@ padded per batch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.sampling import evaluation_loader, resumable_loader
+from zoo.data.split import stratified_split, unit_hash
 from zoo.data.tokenizer import eos_token_id, load_tokenizer, pad_token_id, train_tokenizer
 from zoo.errors import ZooError
 
@@ -143,25 +143,6 @@ def read_caption_file(file: Path) -> list[ImageText]:
     if len(pairs) < 2:
         raise ZooError(f"{file} lists {len(pairs)} image-caption pairs; a train/validation split needs at least two")
     return pairs
-
-
-def unit_hash(seed: int, key: str) -> float:
-    """A number in [0, 1) fixed by the seed and the key, stable across processes and machines."""
-    digest = hashlib.sha256(f"{seed}\0{key}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train indices, val indices): a seeded permutation of each class, its first share held out."""
-    g = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for c in labels.unique().tolist():
-        members = (labels == c).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=g)]
-        n_val = min(len(members) - 1, max(1, round(val_fraction * len(members))))
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
 # ----------------------------------------------------------------------------- dataset

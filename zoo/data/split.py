@@ -1,17 +1,24 @@
-"""Deterministic train/validation split of a document list.
+"""Deterministic train/validation splits: of a document list, and stratified by label.
 
-Documents are ranked by a stable hash of (seed, id, text) and taken into validation in that
+``split_documents`` (text corpora): Documents are ranked by a stable hash of (seed, id, text) and taken into validation in that
 order until they hold ``val_fraction`` of the corpus's characters. Counting characters rather
 than documents matters when document sizes vary a lot (the pydoc topics range from 200 to
 62,000 characters): the validation loss then averages over a predictable share of the text.
 The split depends only on the documents and the seed, never on their order, the process or
 the machine, so every DDP rank and every rerun agrees on it. At least one document lands on
 each side.
+
+``stratified_split`` (labelled examples: classification rows, images): every label is split in
+the same proportion, so validation sees each class as often as training does.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable, Sequence
+from typing import Literal, Optional, Union
+
+import torch
 
 from zoo.data.cleaning import split_paragraphs
 from zoo.data.sources import Document
@@ -39,7 +46,7 @@ def split_documents(
     if len(docs) < 2:
         raise ZooError("the corpus has a single one-line document; a validation split needs at least two, so add text")
     target = val_fraction * sum(len(doc.text) for doc in docs)
-    ranked = sorted(range(len(docs)), key=lambda i: (_unit_hash(seed, docs[i]), i))
+    ranked = sorted(range(len(docs)), key=lambda i: (unit_hash(seed, docs[i].id, docs[i].text), i))
     held_out, chars = set(), 0
     for i in ranked[:-1]:  # the last-ranked document always stays in train
         if held_out and chars >= target:
@@ -51,10 +58,49 @@ def split_documents(
     return train, val
 
 
-def _unit_hash(seed: int, doc: Document) -> float:
-    """A number in [0, 1) fixed by the seed and the document; sha256 so it is stable across runs."""
-    digest = hashlib.sha256(f"{seed}\0{doc.id}\0{doc.text}".encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
+def unit_hash(seed: int, *parts: str, byteorder: Literal["big", "little"] = "big") -> float:
+    """A number in [0, 1) fixed by the seed and the parts; sha256, so stable across processes and machines.
+
+    Either ``byteorder`` gives a uniform number; "little" is what classification splits were first
+    made with, kept so that they (and the embedded task's paragraphs) stay the same.
+    """
+    digest = hashlib.sha256("\0".join([str(seed), *parts]).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], byteorder) / 2**64
+
+
+def stratified_split(
+    labels: Union[Sequence[Hashable], torch.Tensor],
+    val_fraction: float,
+    seed: int,
+    scores: Optional[Sequence[float]] = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train indices, val indices) into ``labels``, each ascending, every label split alike.
+
+    Label by label (in sorted order), the members are ranked and the first
+    ``round(val_fraction * n)`` held out: at least one, never all, none of a lone member.
+
+    Args:
+        labels: one label per example.
+        val_fraction: share of each label held out.
+        seed: seed of the ranking when ``scores`` is None.
+        scores: one number per example (e.g. a seeded ``unit_hash`` of its text); members are
+            ranked by it, ties by position, so the split depends on content, not order. None
+            ranks each label by a seeded ``torch.randperm``, one generator drawn label after label.
+    """
+    labels = labels.tolist() if isinstance(labels, torch.Tensor) else list(labels)
+    generator = torch.Generator().manual_seed(seed)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted(set(labels)):
+        members = [i for i, other in enumerate(labels) if other == label]
+        if scores is None:
+            members = [members[j] for j in torch.randperm(len(members), generator=generator).tolist()]
+        else:
+            members.sort(key=lambda i: (scores[i], i))
+        n_val = min(len(members) - 1, max(1, round(val_fraction * len(members))))
+        val += members[:n_val]
+        train += members[n_val:]
+    return torch.tensor(sorted(train), dtype=torch.long), torch.tensor(sorted(val), dtype=torch.long)
 
 
 def _pieces(doc: Document, count: int = SINGLE_DOCUMENT_PIECES) -> list[Document]:
