@@ -155,6 +155,9 @@ EXTRA_COMMANDS["data"] = DataCommands
 from zoo.interop.export import export  # noqa: E402  (zoo export: HF / ONNX; heavy imports on use)
 
 EXTRA_COMMANDS["export"] = export
+from zoo.serve import serve  # noqa: E402  (zoo serve; FastAPI and uvicorn load on use)
+
+EXTRA_COMMANDS["serve"] = serve
 
 
 def _known_keys() -> list[str]:

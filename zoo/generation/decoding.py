@@ -176,8 +176,9 @@ def generate_batch(model: nn.Module, tokenizer, requests: Sequence[Request], *, 
 
     `echo`: models that continue their prompt (decoder-only) return prompt + continuation.
     `num_beams` > 1: beam search (greedy requests only; stop strings then cut the best beam).
-    `on_text(row, delta, completion)` streams text as it becomes final (text that might begin a
-    stop string is held back); it returns True to cancel that row (a client that went away).
+    `on_text(row, delta, completion)` is called after every token with the text that became final
+    (often "": text that might begin a stop string is held back) and, last, the row's Completion; it
+    returns True to cancel that row (a client that went away), which then leaves the batch.
     """
     kind: type[Stepper] = stepper_class(model)
     eos = eos_token_id if eos_token_id is not None else eos_id(model, tokenizer)
@@ -218,7 +219,7 @@ def _sample_rows(stepper, rows: list[_Row], index: list[int], eos, device, on_te
     def on_token(j: int, token: int) -> bool:
         row = rows[j]
         delta, done = row.add(token, eos)
-        cancel = on_text(index[j], delta, done) if on_text is not None and (delta or done) else False
+        cancel = on_text(index[j], delta, done) if on_text is not None else False  # every token: cancel is prompt
         if cancel and done is None:
             done = row.cancel()
         return done is not None

@@ -1,0 +1,107 @@
+"""What the server runs: the model, its tokenizer and head, and the dynamic batcher.
+
+The batcher is one worker thread. A request waits at most `wait_ms` for others to join it (or until
+`max_batch_size` are waiting); the batch is decoded together by `zoo.generation.generate_batch`
+(left padding, KV cache, per-row settings and seeded generators, per-row stopping); each token's
+text goes to its request's asyncio queue at once, and a finished or cancelled request leaves the
+batch at once. Requests that arrive meanwhile form the next batch. A batch that fails (which input
+validation should prevent) is re-run one request at a time, so one bad request never fails others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from zoo.generation import Completion, Request, generate_batch
+
+
+@dataclass
+class Job:
+    request: Request
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue  # (delta, Completion | None) tuples, or an Exception
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    enqueued: float = field(default_factory=time.perf_counter)
+    finished: bool = False
+    generated: int = 0  # tokens decoded so far (also for a request cancelled mid-way)
+
+    def push(self, event: Any) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+class Batcher:
+    """Decodes queued generation jobs in dynamic batches on a worker thread."""
+
+    def __init__(self, model: nn.Module, tokenizer, max_batch_size: int = 16, wait_ms: float = 5.0,
+                 observe_batch=None):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch_size, self.wait = max(1, max_batch_size), wait_ms / 1000
+        self.observe_batch = observe_batch  # called with each batch's size (metrics)
+        self.jobs: queue.Queue[Optional[Job]] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name="zoo-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, request: Request) -> Job:
+        job = Job(request, asyncio.get_running_loop(), asyncio.Queue())
+        self.jobs.put(job)
+        return job
+
+    def queued(self) -> int:
+        return self.jobs.qsize()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.thread.join(timeout=10)
+
+    def _collect(self, first: Job) -> list[Job]:
+        batch, deadline = [first], time.perf_counter() + self.wait
+        while len(batch) < self.max_batch_size:
+            left = deadline - time.perf_counter()
+            try:
+                job = self.jobs.get(timeout=left) if left > 0 else self.jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self.jobs.put(None)
+                break
+            batch.append(job)
+        return [j for j in batch if not j.cancelled.is_set()]
+
+    def _run(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                return
+            batch = self._collect(job)
+            if batch:
+                if self.observe_batch is not None:
+                    self.observe_batch(len(batch))
+                self._decode(batch)
+
+    def _decode(self, batch: list[Job]) -> None:
+        def on_text(row: int, delta: str, done: Optional[Completion]) -> bool:
+            job = batch[row]
+            job.generated += 1
+            if delta or done is not None:
+                job.push((delta, done))
+            job.finished = done is not None
+            return job.cancelled.is_set()
+
+        try:
+            with torch.inference_mode():
+                generate_batch(self.model, self.tokenizer, [j.request for j in batch], on_text=on_text)
+        except Exception as err:  # noqa: BLE001 — reported to the request(s), the worker lives on
+            if len(batch) == 1:
+                batch[0].push(err)
+                return
+            for job in batch:
+                if not job.finished:
+                    self._decode([job])
