@@ -12,24 +12,26 @@ objects is refused in one line.
 from __future__ import annotations
 
 import logging
-import pickle
+import shlex
+import sys
 import warnings
 from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from zoo.checkpoint import unsafe_checkpoint_message
+from zoo.checkpoint import unreadable_checkpoint_message
 from zoo.errors import ZooError
 
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
+TEXT_GENERATORS = ("gpt", "t5", "bart")  # families `zoo generate` runs (until the family registry says so)
 
 
 class _NoAdvert(logging.Filter):
     """Drops Lightning's "💡 Tip: ... install litlogger" line, printed on every run that logs elsewhere."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("💡 Tip")
+        return not str(record.msg).startswith(("💡 Tip", "Trainer already configured with model summary"))
 
 
 def quiet_lightning() -> None:
@@ -41,11 +43,33 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+def _without_ckpt_path(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if not skip and arg != "--ckpt_path" and not arg.startswith("--ckpt_path="):
+            out.append(arg)
+        skip = arg == "--ckpt_path"
+    return out
+
+
+def show_zoo_log() -> None:
+    """Messages of the "zoo" logger (e.g. which weights `init_from` loaded) go to stderr."""
+    log = logging.getLogger("zoo")
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+
+
 class ZooCLI(LightningCLI):
     """`zoo fit|validate|test`: tasks from `zoo.tasks`, data from `zoo.data`, the Trainer from YAML."""
 
     def __init__(self, args=None, run: bool = True, **kwargs):
         quiet_lightning()
+        show_zoo_log()
+        self._argv = [str(a) for a in (args if isinstance(args, list) else sys.argv[1:])]
+        self._resume_step = 0
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("parser_kwargs", {"exit_on_error": False})
         super().__init__(
@@ -61,13 +85,55 @@ class ZooCLI(LightningCLI):
             "data.model_vocab_size", "model.init_args.model.init_args.config.vocab_size", apply_on="instantiate"
         )
 
+    def before_instantiate_classes(self) -> None:
+        """Build the model's config dataclass once before anything else is instantiated, so that an
+        impossible size (its `__post_init__` rules) is refused before the data and tokenizer are prepared."""
+        cfg = self.config.get(self.subcommand) if self.subcommand else self.config
+        model = cfg.get("model") if cfg is not None else None
+        task_args = model.get("init_args") if hasattr(model, "get") else None
+        if self.subcommand in ("validate", "test") and hasattr(task_args, "get") and task_args.get("sample_prompt"):
+            task_args["sample_prompt"] = ""  # the end-of-validation sample follows training, not an evaluation
+        inner = model.get("init_args", {}).get("model") if hasattr(model, "get") else None
+        if not hasattr(inner, "get") or not isinstance(inner.get("class_path"), str):
+            return
+        import importlib
+        import typing
+
+        module, _, name = inner["class_path"].rpartition(".")
+        try:
+            config_type = typing.get_type_hints(getattr(importlib.import_module(module), name).__init__)["config"]
+        except (ImportError, AttributeError, KeyError, NameError, TypeError):
+            return
+        config_type = next((t for t in typing.get_args(config_type) if isinstance(t, type)), config_type)  # Optional[X]
+        given = inner.get("init_args", {}).get("config")
+        if isinstance(config_type, type) and hasattr(given, "as_dict"):
+            fields = getattr(config_type, "__dataclass_fields__", {})
+            config_type(**{k: v for k, v in given.as_dict().items() if k in fields and k != "vocab_size"})
+
     def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        from lightning.pytorch.callbacks import Checkpoint, ModelSummary, ProgressBar
+
         from zoo.callbacks import default_callbacks
+        from zoo.interrupt import SaveOnInterrupt
+        from zoo.progress import LastValidation, ModelTable, StepProgress
+        from zoo.run_logs import with_tensorboard
 
         trainer_cfg = self.config_init[self.subcommand]["trainer"] if self.subcommand else self.config_init["trainer"]
         given = trainer_cfg.get("callbacks") or []
         given = given if isinstance(given, list) else [given]
-        extra = [cb for cb in default_callbacks() if not any(type(g) is type(cb) for g in given)]
+        defaults = default_callbacks()
+        if self.subcommand in ("validate", "test"):  # read-only: no version folder, checkpoints or saved config
+            given = [cb for cb in given if not isinstance(cb, Checkpoint)]
+            trainer_cfg["logger"], trainer_cfg["enable_checkpointing"] = False, False
+            self.save_config_callback = None
+        else:
+            defaults += [SaveOnInterrupt(), LastValidation()]
+            trainer_cfg["logger"] = with_tensorboard(trainer_cfg.get("logger"))
+            if trainer_cfg.get("enable_model_summary") is not False and not any(isinstance(g, ModelSummary) for g in given):
+                defaults.append(ModelTable())
+        if trainer_cfg.get("enable_progress_bar") is not False and not any(isinstance(g, ProgressBar) for g in given):
+            defaults.append(StepProgress())
+        extra = [cb for cb in defaults if not any(type(g) is type(cb) for g in given)]
         trainer_cfg["callbacks"] = given + extra
         return super().instantiate_trainer(**kwargs)
 
@@ -76,9 +142,11 @@ class ZooCLI(LightningCLI):
         that pickles other objects fails there with torch's page-long message: say it in one line."""
         try:
             super()._parse_ckpt_path()
-        except pickle.UnpicklingError as err:
+        except Exception as err:  # a text file, a truncated copy, pickled objects: one line from zoo.checkpoint
             path = self.config[self.config.subcommand].get("ckpt_path")
-            raise ZooError(unsafe_checkpoint_message(path)) from err
+            if path is None or not Path(path).is_file():
+                raise
+            raise ZooError(unreadable_checkpoint_message(path, err)) from err
 
     def _resolve_last(self, cfg) -> None:
         """`--ckpt_path last` → the newest last*.ckpt in this run's checkpoint folders, all versions."""
@@ -116,14 +184,79 @@ class ZooCLI(LightningCLI):
                 raise ZooError(f"checkpoint '{ckpt}' is a folder of FSDP2/tensor-parallel shards, which only the "
                                "strategy that wrote it resumes: add its trainer config (e.g. -c "
                                "configs/trainer/cpu-fsdp.yaml); `zoo generate` and `init_from` read it anywhere")
-        family = checkpoint_family(read_checkpoint(ckpt))
+        loaded = read_checkpoint(ckpt)
+        self._resume_step = int(loaded.get("global_step", 0))
+        family = checkpoint_family(loaded)
         mine = getattr(getattr(self.model, "model", None), "family", None)
         if family and mine and family != mine:
             raise ZooError(f"checkpoint '{ckpt}' holds a {family} model but the config builds a {mine}; "
                            f"use a {mine} checkpoint or the {family} config")
 
     def before_fit(self) -> None:
+        from zoo.run_logs import align_versions, resume_in_version
+
         self._check_ckpt_path()
+        ckpt = self.config_init[self.subcommand].get("ckpt_path")
+        if ckpt and Path(ckpt).exists() and self.trainer.loggers:
+            resume_in_version(self.trainer.loggers, ckpt, self._resume_step)
+        align_versions(self.trainer.loggers)
+
+    def after_fit(self) -> None:
+        """Say where the run went and what to run next; an interrupted run says how to resume, and exits
+        with 128 + the signal number, as a killed process would."""
+        from zoo.interrupt import SaveOnInterrupt
+
+        stop = next((cb for cb in self.trainer.callbacks if isinstance(cb, SaveOnInterrupt)), None)
+        if stop is not None and stop.signum is not None:
+            if self.trainer.is_global_zero:
+                args = _without_ckpt_path(self._argv)
+                print(f"interrupted at step {self.trainer.global_step}: saved {stop.saved}\nresume: zoo "
+                      + " ".join(shlex.quote(a) for a in args) + " --ckpt_path last", flush=True)
+            raise SystemExit(128 + stop.signum)
+        train = {k: v for k, v in self.trainer.callback_metrics.items() if k.startswith("train")}
+        self._validate_final_step()  # resets callback_metrics to the validation's
+        if self.trainer.is_global_zero:
+            print("\n".join(self._summary(train)), flush=True)
+
+    def _validate_final_step(self) -> None:
+        """Validate the final weights when the run's last validation was earlier (short fine-tuning runs
+        that never reached one), so the summary's val metrics describe what the checkpoint holds."""
+        from zoo.progress import LastValidation
+
+        seen = next((cb for cb in self.trainer.callbacks if isinstance(cb, LastValidation)), None)
+        if seen is None or seen.step == self.trainer.global_step or not self.trainer.limit_val_batches:
+            return
+        if self.trainer.is_global_zero:
+            print(f"validating the final weights (step {self.trainer.global_step})", flush=True)
+        self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
+
+    def _summary(self, train_metrics: dict) -> list[str]:
+        from zoo.cli import EXTRA_COMMANDS
+        from zoo.progress import plot_losses, summary_lines
+
+        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None
+        png = plot_losses(Path(log_dir) / "metrics.csv", Path(log_dir) / "loss.png") if log_dir else None
+        config = Path(log_dir) / "config.yaml" if log_dir else None
+        family = getattr(getattr(self.model, "model", None), "family", None)
+        return summary_lines(self.trainer, train_metrics, str(config) if config and config.is_file() else None,
+                             family in TEXT_GENERATORS, "export" in EXTRA_COMMANDS, png)
+
+    def validate(self, **kwargs) -> list[dict]:
+        return self._evaluate(self.trainer.validate, **kwargs)
+
+    def test(self, **kwargs) -> list[dict]:
+        return self._evaluate(self.trainer.test, **kwargs)
+
+    def _evaluate(self, run, **kwargs) -> list[dict]:
+        """Run validate/test quietly, then print its metrics as a two-column table."""
+        warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`")  # no callbacks: read-only
+        results = run(**{**kwargs, "verbose": False})
+        if self.trainer.is_global_zero:
+            rows = sorted({k: float(v) for r in results for k, v in r.items()}.items())
+            width = max([len(k) for k, _ in rows] + [6])
+            print(f"{'metric'.ljust(width)}  value")
+            print("\n".join(f"{k.ljust(width)}  {v:.4g}" for k, v in rows), flush=True)
+        return results
 
     def before_validate(self) -> None:
         self._check_ckpt_path()
