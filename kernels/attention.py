@@ -128,6 +128,20 @@ _TUNED = {
 }
 
 
+_FIXED_CHOICE: dict = {}
+
+
+def _fixed_choice(name: str, args: dict) -> triton.Config:
+    """The first fixed config that compiles clean on this device, remembered per kernel variant so a
+    small launch pays for the choice once."""
+    key = (name, torch.cuda.current_device(), args["Q"].dtype, args["GROUP"] == 1,
+           *(args[k] for k in ("HEAD_DIM", "D_PAD", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5")))
+    if key not in _FIXED_CHOICE:
+        facts = _facts_on_device(name, args)
+        _FIXED_CHOICE[key] = keep_fitting(fixed_configs(name, args["D_PAD"]), facts, device_smem_limit())[0]
+    return _FIXED_CHOICE[key]
+
+
 def _launch(name: str, rows: int, programs: int, **args) -> None:
     """Launch kernel `name` on a grid of (cdiv(rows, block), programs): one small config under the
     interpreter, a fixed one for small problems on CUDA, autotuned otherwise."""
@@ -138,7 +152,7 @@ def _launch(name: str, rows: int, programs: int, **args) -> None:
         cfg = _INTERPRETER_BLOCKS[name]
         _PLAIN[name][(triton.cdiv(rows, cfg[block]), programs)](**args, **cfg)
     elif args["Sq"] * args["Sk"] < _TUNE_MIN_PAIRS:
-        cfg = keep_fitting(fixed_configs(name, args["D_PAD"]), _facts_on_device(name, args), device_smem_limit())[0]
+        cfg = _fixed_choice(name, args)
         _PLAIN[name][(triton.cdiv(rows, cfg.kwargs[block]), programs)](
             **args, **cfg.kwargs, num_warps=cfg.num_warps, num_stages=cfg.num_stages)
     else:

@@ -168,3 +168,23 @@ def test_runtime_facts_agree_with_the_ahead_of_time_compile(aot):
     config = launch.configs[0]
     on_device, ahead = runtime_facts(launch.kernel, args, config), aot_facts(launch.kernel, args, config, major * 10 + minor)
     assert (on_device.regs, on_device.spills) == (ahead.regs, ahead.spills)
+
+
+def test_fixed_config_is_the_first_that_compiles_clean_and_is_remembered(aot, monkeypatch):
+    attn = sys.modules["kernels.attention"]
+    args = aot.attention_launches("causal", 64, "fp16")[0].args
+    preferred, fallback = attn.fixed_configs("fwd", 64)[:2]
+    calls = []
+
+    def facts(kernel, args, config):
+        calls.append(config)
+        return Facts(255, 16 if config is preferred else 0, 4096)
+
+    monkeypatch.setattr(attn, "runtime_facts", facts)
+    monkeypatch.setattr(attn, "device_smem_limit", lambda: 100_000)
+    monkeypatch.setattr(attn.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(attn, "_FIXED_CHOICE", {})
+    monkeypatch.setattr(attn, "fixed_configs", lambda kind, d: [preferred, fallback])
+    assert attn._fixed_choice("fwd", args) is fallback
+    n = len(calls)
+    assert attn._fixed_choice("fwd", args) is fallback and len(calls) == n  # chosen once per kernel variant
