@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import json
 import os
 import sys
@@ -32,8 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]  # benchmarks/ would shadow nothing,
-sys.path.insert(0, str(_HERE.parent))  # but the repo root must be importable when run as a script
+# run as a script, benchmarks/ is sys.path[0] and its kernels.py would shadow the `kernels` package
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
 
 import torch  # noqa: E402
 
@@ -90,10 +92,9 @@ FIELDS = ["kernel", "features", "head_dim", "dtype", "target", "role", "config",
 
 def attention_launches(features: str, head_dim: int, dtype: str) -> list:
     """The launches of one forward and backward of `kernels.attention` with these options."""
-    from kernels import attention as _  # noqa: F401 (the package import binds the function name)
     from kernels._compile import recorded_launches
 
-    attn = sys.modules["kernels.attention"]
+    attn = importlib.import_module("kernels.attention")  # `kernels.attention` as an attribute is the function
     opts = dict({**FEATURE_SETS, **UNCHECKED}[features])
     hkv = opts.pop("kv_heads", HEADS)
     opts = {k: v(BATCH, HEADS, hkv, SEQ) if callable(v) else v for k, v in opts.items()}
@@ -133,9 +134,10 @@ def units(suite: bool) -> list[tuple]:
     """Work units (family, features, size, dtype, arch, which configs)."""
     if suite:
         return list(SUITE)
-    out = [("attention", f, d, dt, a, "all") for f in [*FEATURE_SETS, *UNCHECKED] for d in HEAD_DIMS
-           for dt in DTYPES for a in ARCHS]
-    return out + [("norm", k, n, dt, a, "all") for k in ("layer", "rms") for n in HIDDEN for dt in DTYPES for a in ARCHS]
+    # norms first (few), then attention by dtype: a time-limited run covers every feature set in bf16 first
+    out = [("norm", k, n, dt, a, "all") for dt in DTYPES for k in ("layer", "rms") for n in HIDDEN for a in ARCHS]
+    return out + [("attention", f, d, dt, a, "all") for dt in DTYPES for f in [*FEATURE_SETS, *UNCHECKED]
+                  for d in HEAD_DIMS for a in ARCHS]
 
 
 def tasks_of(unit) -> list[tuple]:
@@ -157,7 +159,7 @@ def tasks_of(unit) -> list[tuple]:
 def _n_fixed(family, launch) -> int:
     if family != "attention" or launch.name == "preprocess":
         return len(launch.configs)
-    attn = sys.modules["kernels.attention"]
+    attn = importlib.import_module("kernels.attention")
     return len(attn.fixed_configs(launch.name, launch.args["D_PAD"]))
 
 
