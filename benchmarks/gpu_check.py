@@ -8,7 +8,7 @@ Made for the short GPU loans this project gets: run it first, commit the results
    FlexAttention; the ALiBi and T5 variants against FlexAttention and SDPA with a bias; the norms
    at M·N = 16M (4096 × 4096);
 3. one short `zoo fit` per family on configs/trainer/gpu.yaml with attn_impl and norm_impl
-   `triton`, and GPT on the FSDP2 config (configs/trainer/gpu-fsdp.yaml) on one GPU: these run
+   `triton` (and attention dropout 0, without which attention falls back to torch), and GPT on the FSDP2 config (configs/trainer/gpu-fsdp.yaml) on one GPU: these run
    side by side, after the benchmarks, so they never disturb a timing.
 
 Each step runs in its own process under a time limit cut from the overall budget, so a hang
@@ -55,6 +55,7 @@ class Step:
     budget_s: float  # its share of the overall budget
     needs: tuple[str, ...] = ()  # importable modules it cannot run without
     parallel: bool = False  # may run beside the other parallel steps (fits: never timed)
+    run_dir: str = ""  # a fit's output folder: its last logged training loss goes in the summary
     result: dict = field(default_factory=dict)
 
 
@@ -66,7 +67,9 @@ def _fit(configs: list[str], run_dir: str) -> list[str]:
     cmd = [sys.executable, "-m", "zoo.cli", "fit"]
     for c in configs:
         cmd += ["-c", str(ROOT / c)]
+    # attention dropout 0: the kernel has no dropout, and attention with dropout falls back to torch
     return cmd + [f"{MODEL_CONFIG}.attn_impl", "triton", f"{MODEL_CONFIG}.norm_impl", "triton",
+                  f"{MODEL_CONFIG}.attn_dropout", "0.0",
                   "--trainer.max_steps", str(FIT_STEPS), "--trainer.val_check_interval", "20",
                   "--trainer.limit_val_batches", "2", "--trainer.default_root_dir", run_dir,
                   "--trainer.logger.init_args.save_dir", run_dir]
@@ -92,11 +95,13 @@ def plan(args) -> list[Step]:
     run_root = tempfile.mkdtemp(prefix="gpu-check-")
     fit_needs = ("lightning", "jsonargparse", "tokenizers", "torchmetrics")
     for family, config in FAMILIES.items():
-        steps.append(Step(f"zoo fit {family}", "fit", _fit([config, "configs/trainer/gpu.yaml"],
-                                                            f"{run_root}/{family}"), 0.24 * b, fit_needs, True))
+        run_dir = f"{run_root}/{family}"
+        steps.append(Step(f"zoo fit {family}", "fit", _fit([config, "configs/trainer/gpu.yaml"], run_dir),
+                          0.24 * b, fit_needs, True, run_dir))
+    run_dir = f"{run_root}/fsdp"
     steps.append(Step("zoo fit gpt fsdp2", "fit", _fit(["configs/gpt/nano.yaml", "configs/trainer/gpu-fsdp.yaml"],
-                                                        f"{run_root}/fsdp") + ["--trainer.devices", "1"],
-                      0.24 * b, fit_needs, True))
+                                                        run_dir) + ["--trainer.devices", "1"], 0.24 * b, fit_needs,
+                      True, run_dir))
     return [s for s in steps if s.group in args.only]
 
 
@@ -148,6 +153,23 @@ def _finish(step: Step, proc, log, start: float, deadline: float) -> None:
     log.close()
     step.result = outcome(proc.returncode, time.time() - start, text, timed_out)
     step.result["log_tail"] = text[-3000:]
+    loss = last_train_loss(step.run_dir) if step.run_dir else None
+    if loss is not None and step.result["status"] == "ok":
+        step.result["detail"] = f"step {loss[0]}: train loss {loss[1]:.4f}"
+
+
+def last_train_loss(run_dir: str) -> tuple[int, float] | None:
+    """(step, loss) of the last training loss a fit's CSV logger wrote under run_dir, if any."""
+    import csv
+
+    last = None
+    for path in sorted(Path(run_dir).glob("**/metrics.csv")):
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                key = next((k for k in ("train/loss", "train/loss_step", "train_loss") if row.get(k)), None)
+                if key:
+                    last = (int(float(row.get("step") or 0)), float(row[key]))
+    return last
 
 
 def run_steps(steps: list[Step], deadline: float, log_dir: Path, emit=print) -> None:

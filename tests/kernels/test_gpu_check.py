@@ -56,6 +56,7 @@ def test_plan_covers_the_issue_and_fits_the_budget(gc):
     for s in fits:
         joined = " ".join(s.cmd)
         assert f"{gc.MODEL_CONFIG}.attn_impl triton" in joined and f"{gc.MODEL_CONFIG}.norm_impl triton" in joined
+        assert f"{gc.MODEL_CONFIG}.attn_dropout 0.0" in joined  # else training attention falls back to torch
         assert ("gpu-fsdp.yaml" in joined) == s.name.endswith("fsdp2") and s.parallel
     # serial steps one after another, then the fits side by side: within the budget
     assert sum(s.budget_s for s in steps if not s.parallel) + max(s.budget_s for s in fits) <= 480 + 1e-6
@@ -116,3 +117,14 @@ def test_results_and_summary_table(gc, tmp_path):
     assert record["device"] == meta["device"] and [s["status"] for s in record["steps"]] == ["ok", "FAIL"]
     assert record["steps"][1]["log_tail"] == "Traceback" and record["steps"][0]["cmd"][0] == sys.executable
     assert table in md_path.read_text() and "torch 2.11, triton 3.6" in md_path.read_text()
+
+
+def test_a_fit_reports_its_last_training_loss(gc, tmp_path):
+    logs = tmp_path / "logs" / "version_0"
+    logs.mkdir(parents=True)
+    (logs / "metrics.csv").write_text("epoch,step,train/loss,val/loss\n0,9,5.5,\n0,19,4.25,\n0,19,,4.0\n")
+    assert gc.last_train_loss(str(tmp_path)) == (19, 4.25)
+    assert gc.last_train_loss(str(tmp_path / "none")) is None
+    step = gc.Step("zoo fit gpt", "fit", [sys.executable, "-c", "print('done')"], 30.0, (), True, str(tmp_path))
+    gc.run_steps([step], time.time() + 30, tmp_path, emit=lambda _: None)
+    assert step.result["status"] == "ok" and step.result["detail"] == "step 19: train loss 4.2500"
