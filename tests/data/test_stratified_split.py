@@ -100,5 +100,6 @@ def test_scores_make_the_split_independent_of_order():
     _, val = stratified_split(labels, 0.3, 0, scores=[unit_hash(1, t) for t in texts])
     order = list(range(40))
     random.Random(1).shuffle(order)
-    _, shuffled_val = stratified_split([labels[i] for i in order], 0.3, 0, scores=[unit_hash(1, texts[i]) for i in order])
+    shuffled_scores = [unit_hash(1, texts[i]) for i in order]
+    _, shuffled_val = stratified_split([labels[i] for i in order], 0.3, 0, scores=shuffled_scores)
     assert {texts[i] for i in val.tolist()} == {texts[order[i]] for i in shuffled_val.tolist()}

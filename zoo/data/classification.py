@@ -32,7 +32,8 @@ from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.sources import load_documents, read_text_file
 from zoo.data.split import unit_hash
 from zoo.data.text import TextDataModule
-from zoo.data.tokenizer import TokenizerKind, eos_token_id, load_tokenizer, pad_token_id
+from zoo.data.tokenized import TokenizerMixin
+from zoo.data.tokenizer import TokenizerKind
 from zoo.errors import ZooError
 
 Example = tuple[str, str]  # (text, label name)
@@ -108,7 +109,7 @@ def stratified_split(examples: list[Example], val_fraction: float, seed: int) ->
     return mixed(train), mixed(val)
 
 
-class ClassificationDataModule(LightningDataModule):
+class ClassificationDataModule(TokenizerMixin, LightningDataModule):
     """Sequence classification batches (see the module docstring) for `zoo.tasks.SequenceClassification`.
 
     Args:
@@ -169,11 +170,10 @@ class ClassificationDataModule(LightningDataModule):
         self.min_paragraph_chars, self.max_per_topic = min_paragraph_chars, max_per_topic
         self.val_fraction = val_fraction
         self.max_length, self.batch_size, self.seed, self.num_workers = max_length, batch_size, seed, num_workers
-        self.tokenizer_source, self.cache_dir = tokenizer, cache_dir
+        self.tokenizer_file, self.cache_dir = tokenizer, cache_dir
         self.tokenizer_settings = {"tokenizer_kind": tokenizer_kind, "vocab_size": vocab_size,
                                    "special_tokens": special_tokens}
         self._splits: Optional[dict[str, list[Example]]] = None
-        self._tokenizer: Optional[Tokenizer] = None
 
     # ----------------------------------------------------------------- examples
     def examples(self, split: str = "train") -> list[Example]:
@@ -217,39 +217,10 @@ class ClassificationDataModule(LightningDataModule):
         return dict(sorted(Counter(lab for _, lab in self.examples(split)).items()))
 
     # ----------------------------------------------------------------- tokenizer
-    @property
-    def tokenizer(self) -> Tokenizer:
-        if self._tokenizer is None:
-            self._tokenizer = self._load_tokenizer()
-            eos_token_id(self._tokenizer)
-        return self._tokenizer
-
-    def _load_tokenizer(self) -> Tokenizer:
-        source = self.tokenizer_source
-        if source is None:
-            text = TextDataModule(source=self.corpus, cache_dir=self.cache_dir, **self.tokenizer_settings)
-            return text.tokenizer
-        if str(source).endswith(".ckpt"):
-            from zoo.checkpoint import read_checkpoint
-
-            stored = (read_checkpoint(source).get("zoo") or {}).get("tokenizer")
-            if not stored:
-                raise ZooError(f"checkpoint {source} carries no tokenizer; "
-                               "pass its tokenizer.json to --data.tokenizer")
-            return Tokenizer.from_str(stored)
-        return load_tokenizer(source)
-
-    @property
-    def model_vocab_size(self) -> int:
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def pad_token_id(self) -> int:
-        return pad_token_id(self.tokenizer)
-
-    @property
-    def eos_token_id(self) -> int:
-        return eos_token_id(self.tokenizer)
+    def build_tokenizer(self) -> tuple[Tokenizer, Path]:
+        """The tokenizer a pre-training `TextDataModule` on ``corpus`` with these settings trains (or cached)."""
+        text = TextDataModule(source=self.corpus, cache_dir=self.cache_dir, **self.tokenizer_settings)
+        return text.tokenizer, Path(text.tokenizer_path)
 
     def label_target_ids(self) -> list[list[int]]:
         """Each label name as a decoder target, with the tokenizer's special tokens (``name </s>``)."""

@@ -33,7 +33,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.split import stratified_split, unit_hash
-from zoo.data.tokenizer import eos_token_id, load_tokenizer, pad_token_id, train_tokenizer
+from zoo.data.tokenized import TokenizerMixin
+from zoo.data.tokenizer import train_tokenizer
 from zoo.errors import ZooError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's pixel statistics
@@ -201,7 +202,7 @@ class Collate:
 
 
 # ----------------------------------------------------------------------------- data module
-class ImageTextDataModule(LightningDataModule):
+class ImageTextDataModule(TokenizerMixin, LightningDataModule):
     """Image-caption pairs for contrastive training and zero-shot evaluation.
 
     Batches are ``{"pixel_values": FloatTensor[B, 3, S, S], "input_ids": LongTensor[B, T],
@@ -213,8 +214,8 @@ class ImageTextDataModule(LightningDataModule):
         source: "digits" (scikit-learn's handwritten digits, no download), a folder holding
             captions.jsonl, or a .jsonl file of {"image": relative path, "caption": text,
             "label": optional class name} lines.
-        tokenizer: Path to a tokenizer.json (or a folder holding one, e.g. a text model's run)
-            to reuse; unset trains a byte-level BPE on the training captions.
+        tokenizer: Path to a tokenizer.json (or a folder holding one, e.g. a text model's run,
+            or a zoo .ckpt carrying one) to reuse; unset trains a byte-level BPE on the training captions.
         vocab_size: Size of the BPE trained when `tokenizer` is unset (special tokens included).
         image_size: Side of the square images fed to the model, in pixels.
         max_length: Longest caption in tokens, end-of-text included (longer ones are cut).
@@ -225,6 +226,8 @@ class ImageTextDataModule(LightningDataModule):
         templates: Zero-shot prompt templates with one "{}" for the class name; default: a
             few caption-style prompts for digits, "a photo of a {}." style for folders.
     """
+
+    tokenizer_name = "caption tokenizer"
 
     def __init__(
         self,
@@ -247,7 +250,6 @@ class ImageTextDataModule(LightningDataModule):
         self.val_fraction, self.seed, self.num_workers = val_fraction, seed, num_workers
         self._templates = list(templates) if templates is not None else None
         self._pairs: Optional[list[ImageText]] = None
-        self._tokenizer: Optional[Tokenizer] = None
         self._datasets: dict[str, ImageTextDataset] = {}
 
     # ------------------------------------------------------------- source description
@@ -291,32 +293,9 @@ class ImageTextDataModule(LightningDataModule):
         train, _ = self._folder_split()
         return [self.pairs()[i].caption for i in train]
 
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The tokenizer: loaded from `tokenizer`, else a byte-level BPE trained on the training captions."""
-        if self._tokenizer is None:
-            if self.tokenizer_file is not None:
-                tok = load_tokenizer(self.tokenizer_file)
-            else:
-                tok = train_tokenizer(self.training_captions(), "bpe", self.vocab_size)
-            eos_token_id(tok)  # fail now, with the fix, if captions cannot be terminated
-            self._tokenizer = tok
-            rank_zero_info(f"caption tokenizer: {tok.get_vocab_size()} tokens")
-        return self._tokenizer
-
-    @property
-    def model_vocab_size(self) -> int:
-        """The tokenizer's size: the model's `vocab_size` (the CLI links it)."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def eos_token_id(self) -> int:
-        """End-of-text id that ends every caption: set the model's `text.eos_token_id` to it."""
-        return eos_token_id(self.tokenizer)
-
-    @property
-    def pad_token_id(self) -> int:
-        return pad_token_id(self.tokenizer)
+    def build_tokenizer(self) -> tuple[Tokenizer, None]:
+        """A byte-level BPE trained on the training captions (in memory: it is small and quick)."""
+        return train_tokenizer(self.training_captions(), "bpe", self.vocab_size), None
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text, ending with end-of-text, at most `max_length` long."""

@@ -28,7 +28,7 @@ from zoo.data import noising
 from zoo.data.packing import PackedBlocks
 from zoo.data.sampling import resumable_loader
 from zoo.data.text import TextDataModule
-from zoo.data.tokenizer import TokenizerKind, pad_token_id
+from zoo.data.tokenizer import TokenizerKind
 from zoo.errors import ZooError
 
 BART_SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # fairseq's ids 0, 1, 2, 3 first
@@ -182,15 +182,6 @@ class _NoisedTextDataModule(TextDataModule):
                                 epoch_keys=True, num_workers=self.num_workers,
                                 persistent_workers=self.num_workers > 0)
 
-    def _token_id(self, token: str) -> int:
-        token_id = self.tokenizer.token_to_id(token)
-        if token_id is None:
-            raise ZooError(
-                f"the tokenizer has no {token!r} token, which {type(self).__name__} needs; "
-                f"add it to --data.special_tokens or use a tokenizer that has it"
-            )
-        return token_id
-
 
 class MaskedLMDataModule(_NoisedTextDataModule):
     """BERT pre-training data: ``block_size`` tokens ``[CLS] … [SEP]``, 15% chosen for prediction.
@@ -222,10 +213,11 @@ class MaskedLMDataModule(_NoisedTextDataModule):
 
     def noise(self) -> MaskedLMNoise:
         tok = self.tokenizer
-        cls_id = self._token_id("[CLS]") if tok.token_to_id("[CLS]") is not None else self._token_id("<s>")
-        sep_id = self._token_id("[SEP]") if tok.token_to_id("[SEP]") is not None else self._token_id("</s>")
+        cls_id = self.required_token_id("[CLS]" if tok.token_to_id("[CLS]") is not None else "<s>")
+        sep_id = self.required_token_id("[SEP]" if tok.token_to_id("[SEP]") is not None else "</s>")
+        mask_id = self.required_token_id(self.mask_token)
         return MaskedLMNoise(
-            cls_id, sep_id, self._token_id(self.mask_token), noising.special_token_ids(tok), tok.get_vocab_size(),
+            cls_id, sep_id, mask_id, noising.special_token_ids(tok), tok.get_vocab_size(),
             self.mlm_probability, self.mask_token_fraction, self.random_token_fraction,
             noising.word_start_table(tok) if self.whole_word_masking else None,
         )
@@ -298,8 +290,8 @@ class TextInfillingDataModule(_NoisedTextDataModule):
         tables = (None, None)
         if self.permute_sentences:
             tables = (noising.sentence_end_table(tok), noising.word_start_table(tok))
-        return TextInfillingNoise(self._token_id("<s>"), self._token_id("</s>"), pad_token_id(tok),
-                                  self._token_id("<mask>"), self.mask_ratio, self.poisson_lambda, *tables)
+        return TextInfillingNoise(self.required_token_id("<s>"), self.required_token_id("</s>"), self.pad_token_id,
+                                  self.required_token_id("<mask>"), self.mask_ratio, self.poisson_lambda, *tables)
 
 
 __all__ = [

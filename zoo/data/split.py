@@ -1,12 +1,12 @@
 """Deterministic train/validation splits: of a document list, and stratified by label.
 
-``split_documents`` (text corpora): Documents are ranked by a stable hash of (seed, id, text) and taken into validation in that
-order until they hold ``val_fraction`` of the corpus's characters. Counting characters rather
-than documents matters when document sizes vary a lot (the pydoc topics range from 200 to
-62,000 characters): the validation loss then averages over a predictable share of the text.
-The split depends only on the documents and the seed, never on their order, the process or
-the machine, so every DDP rank and every rerun agrees on it. At least one document lands on
-each side.
+``split_documents`` (text corpora): documents are ranked by a stable hash of (seed, id, text)
+and taken into validation in that order until they hold ``val_fraction`` of the corpus's
+characters. Counting characters rather than documents matters when document sizes vary a lot
+(the pydoc topics range from 200 to 62,000 characters): the validation loss then averages over
+a predictable share of the text. The split depends only on the documents and the seed, never on
+their order, the process or the machine, so every DDP rank and every rerun agrees on it. At
+least one document lands on each side.
 
 ``stratified_split`` (labelled examples: classification rows, images): every label is split in
 the same proportion, so validation sees each class as often as training does.

@@ -6,7 +6,8 @@ The language-modelling data pipeline of GPT-2 / nanoGPT, as a LightningDataModul
 them together and decides when each runs:
 
 - the tokenizer is loaded or trained lazily, on first access of ``tokenizer`` or
-  ``model_vocab_size`` (the CLI reads the latter to size the model before training starts);
+  ``model_vocab_size`` (the CLI reads the latter to size the model before training starts;
+  ``TokenizerMixin`` does this for every data module);
 - ``prepare_data`` (once per node) writes the token caches; ``setup`` (every process) maps them;
 - everything on disk is content-addressed, so a rerun with the same settings reads the cache.
 """
@@ -29,18 +30,12 @@ from zoo.data.packing import PackedBlocks
 from zoo.data.sampling import evaluation_loader, resumable_loader
 from zoo.data.sources import Document, load_documents
 from zoo.data.split import split_documents
-from zoo.data.tokenizer import (
-    TOKENIZER_KINDS,
-    TokenizerKind,
-    eos_token_id,
-    load_tokenizer,
-    pad_token_id,
-    tokenizer_json_path,
-)
+from zoo.data.tokenized import TokenizerMixin
+from zoo.data.tokenizer import TOKENIZER_KINDS, TokenizerKind, load_tokenizer
 from zoo.errors import ZooError
 
 
-class TextDataModule(LightningDataModule):
+class TextDataModule(TokenizerMixin, LightningDataModule):
     """Text corpus for causal language modelling, packed into fixed-length blocks.
 
     Batches are ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T]}`` with
@@ -53,8 +48,8 @@ class TextDataModule(LightningDataModule):
             (a Hugging Face dataset; needs `pip install datasets`).
         text_field: Field holding the text in .jsonl records and Hugging Face datasets.
         hf_split: Split to read from a Hugging Face dataset.
-        tokenizer: Path to an existing tokenizer.json (or a folder holding one) to use instead
-            of training one.
+        tokenizer: Path to an existing tokenizer.json (or a folder holding one, or a zoo .ckpt
+            carrying one) to use instead of training one.
         tokenizer_kind: Tokenizer to train: "bpe" (byte-level, GPT/BART), "wordpiece" (BERT)
             or "unigram" (T5).
         vocab_size: Vocabulary size to train to, special tokens included (the model is sized
@@ -108,8 +103,6 @@ class TextDataModule(LightningDataModule):
         self.cache_dir, self.test_source, self.shards = cache_dir, test_source, shards
         self._splits: Optional[dict[str, list[Document]]] = None
         self._report: Optional[CleaningReport] = None
-        self._tokenizer: Optional[Tokenizer] = None
-        self._tokenizer_path: Optional[Path] = None
         self._token_folder: Optional[Path] = None
         self._tokens: dict[str, np.ndarray] = {}
 
@@ -150,42 +143,13 @@ class TextDataModule(LightningDataModule):
         return docs, report
 
     # ----------------------------------------------------------------- tokenizer
-    @property
-    def tokenizer(self) -> Tokenizer:
-        """The ``tokenizers.Tokenizer``: loaded from ``tokenizer``, else trained on the train split."""
-        if self._tokenizer is None:
-            if self.tokenizer_file is None and self.shards is not None:
-                tok, path = load_tokenizer(token_shards.tokenizer_file(self.shards)), token_shards.tokenizer_file(self.shards)
-            elif self.tokenizer_file is not None:
-                tok, path = load_tokenizer(self.tokenizer_file), tokenizer_json_path(self.tokenizer_file)
-            else:
-                train, settings = self.documents("train"), (self.tokenizer_kind, self.vocab_size, self.special_tokens)
-                tok, path = cache.cached_tokenizer(train, *settings, self._cache_root())
-            eos_token_id(tok)  # fail now, with the fix, rather than mid-tokenization
-            self._tokenizer, self._tokenizer_path = tok, path
-            rank_zero_info(f"tokenizer: {tok.get_vocab_size()} tokens, {path}")
-        return self._tokenizer
-
-    @property
-    def model_vocab_size(self) -> int:
-        """The tokenizer's actual vocabulary size (loads or trains it): the model's ``vocab_size``."""
-        return self.tokenizer.get_vocab_size()
-
-    @property
-    def tokenizer_path(self) -> str:
-        """Where the tokenizer.json lives (the cache when it was trained here)."""
-        _ = self.tokenizer  # loads or trains it, which sets the path
-        return str(self._tokenizer_path)
-
-    @property
-    def eos_token_id(self) -> int:
-        """The end-of-text id that separates packed documents."""
-        return eos_token_id(self.tokenizer)
-
-    @property
-    def pad_token_id(self) -> int:
-        """The padding id (the end-of-text id when the tokenizer has no pad token)."""
-        return pad_token_id(self.tokenizer)
+    def build_tokenizer(self) -> tuple[Tokenizer, Path]:
+        """The prepared shards' tokenizer, else one trained on the train split (cached by content)."""
+        if self.shards is not None:
+            path = token_shards.tokenizer_file(self.shards)
+            return load_tokenizer(path), path
+        settings = (self.tokenizer_kind, self.vocab_size, self.special_tokens)
+        return cache.cached_tokenizer(self.documents("train"), *settings, self._cache_root())
 
     # ----------------------------------------------------------------- token caches
     def prepare_data(self) -> None:

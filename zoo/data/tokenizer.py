@@ -156,7 +156,10 @@ def tokenizer_json_path(path: str | Path) -> Path:
 
 
 def load_tokenizer(path: str | Path) -> Tokenizer:
-    """A ``tokenizer.json`` (or a folder holding one, like a Hugging Face checkpoint)."""
+    """A ``tokenizer.json``, a folder holding one (like a Hugging Face checkpoint), or a zoo ``.ckpt``
+    carrying the tokenizer it was trained with."""
+    if str(path).endswith(".ckpt"):
+        return _checkpoint_tokenizer(path)
     file = tokenizer_json_path(path)
     if not file.is_file():
         raise ZooError(
@@ -171,6 +174,15 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
             f"{file} is not a valid tokenizers JSON file ({reason}); pass a tokenizer.json saved by "
             "`tokenizers` or Hugging Face, or leave --data.tokenizer unset to train one"
         ) from err
+
+
+def _checkpoint_tokenizer(path: str | Path) -> Tokenizer:
+    from zoo.checkpoint import read_checkpoint  # torch-heavy; only when a checkpoint is named
+
+    stored = (read_checkpoint(path).get("zoo") or {}).get("tokenizer")
+    if not stored:
+        raise ZooError(f"checkpoint {path} carries no tokenizer; pass its tokenizer.json to --data.tokenizer")
+    return Tokenizer.from_str(stored)
 
 
 def special_token_id(tokenizer: Tokenizer, candidates: Iterable[str]) -> int | None:
