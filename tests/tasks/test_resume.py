@@ -152,7 +152,8 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
     assert state["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 1}]
     _wait(_start(config, tmp_path / "killed", "--ckpt_path", "last"))
     # It resumed (a fresh start would also end equal): the new run trained steps 7..12 only.
-    rows = csv.DictReader((tmp_path / "killed/logs/version_1/metrics.csv").open())
+    assert not (tmp_path / "killed/logs/version_1").exists()  # the resumed run logs in the same version folder
+    rows = csv.DictReader((tmp_path / "killed/logs/version_0/metrics.csv").open())
     assert sorted({int(r["step"]) for r in rows if r["train/loss"]}) == list(range(6, 12))
 
     straight, step_a = _final_weights(tmp_path / "straight")
