@@ -74,11 +74,15 @@ class DecoderOnlyStepper(Stepper):
         self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.long()
         self.cache = KVCache() if use_cache else None
         self.fed = 0  # positions of `ids` already in the cache
+        self.padded = bool((self.mask == 0).any())  # without padding: no mask, the causal fast path
 
     def _logits(self) -> torch.Tensor:
         new = self.ids[:, self.fed:] if self.cache is not None else self.ids  # (B, t)
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
-        logits = self.model(new, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+        if self.padded:
+            positions = (self.mask.cumsum(-1) - 1).clamp(min=0)[:, -new.shape[1]:]
+            logits = self.model(new, attention_mask=self.mask, position_ids=positions, past_key_values=self.cache)
+        else:
+            logits = self.model(new, past_key_values=self.cache)
         if self.cache is not None:
             self.fed = self.ids.shape[1]
         return logits[:, -1].float()
@@ -94,6 +98,7 @@ class DecoderOnlyStepper(Stepper):
     def select(self, index: torch.Tensor) -> None:
         index = index.to(self.ids.device)
         self.ids, self.mask = self.ids.index_select(0, index), self.mask.index_select(0, index)
+        self.padded = bool((self.mask == 0).any())
         if self.cache is not None:
             self.cache.beam_select(index)
 
