@@ -181,7 +181,8 @@ def _compile_key(task) -> tuple:
 
     unit, li, ci, _ = task
     launch = _launches_cached(unit)[li]
-    return launch.kernel.fn.__name__, unit[4], _specialization_key(launch.kernel, launch.args), config_name(launch.configs[ci])
+    spec = _specialization_key(launch.kernel, launch.args)
+    return launch.kernel.fn.__name__, unit[4], spec, config_name(launch.configs[ci])
 
 
 def compile_task(task) -> dict:
@@ -210,7 +211,8 @@ def judge(rows: list[dict]) -> list[dict]:
     """Fill in each row's status: ok, pruned (the launcher drops it on the device), or FAIL."""
     groups: dict = {}
     for r in rows:
-        groups.setdefault((r["kernel"], r["features"], r["head_dim"], r["dtype"], r["target"], r["launch"]), []).append(r)
+        key = tuple(r[k] for k in ("kernel", "features", "head_dim", "dtype", "target", "launch"))
+        groups.setdefault(key, []).append(r)
     for group in groups.values():
         tuned = [r for r in group if r["role"] == "tuned"]
         any_tuned_ok = any(not _problem(r) for r in tuned)
@@ -282,7 +284,8 @@ def summary(rows: list[dict]) -> str:
         mine = [r for r in rows if r["kernel"] == kernel and r["target"] == target]
         ok = [r for r in mine if r["status"] == "ok"]
         regs = f"{min(r['registers'] for r in ok)}–{max(r['registers'] for r in ok)}" if ok else "-"
-        smem = f"{min(r['shared_bytes'] for r in ok) / 1024:.0f}–{max(r['shared_bytes'] for r in ok) / 1024:.0f}" if ok else "-"
+        kib = [r["shared_bytes"] / 1024 for r in ok]
+        smem = f"{min(kib):.0f}–{max(kib):.0f}" if ok else "-"
         lines.append(f"| {kernel} | {target} | {len(mine)} | {len(ok)} | "
                      f"{sum(r['status'].startswith(('pruned', 'unchecked')) for r in mine)} | "
                      f"{sum(r['status'].startswith('FAIL') for r in mine)} | "
@@ -309,7 +312,8 @@ def write_results(rows: list[dict], meta: dict, out_dir: Path, stem: str = "aot-
     pending = sum(r["status"].startswith("not compiled") for r in rows)
     md = [f"# Ahead-of-time compile check ({meta['date']})", "",
           f"triton {meta['triton']}, torch {meta['torch']}; device: {meta['device']}; {len(rows)} configs "
-          f"({len(rows) - pending} compiled, {pending} left out by the time limit) in {meta.get('seconds', '?')} s. Shared memory limits: sm_80 163 KiB, sm_90 227 KiB (opt-in per block). "
+          f"({len(rows) - pending} compiled, {pending} left out by the time limit) in {meta.get('seconds', '?')} s. "
+          "Shared memory limits: sm_80 163 KiB, sm_90 227 KiB (opt-in per block). "
           f"Attention shapes: B={BATCH}, H={HEADS}, S={SEQ}; norms: M={NORM_ROWS}. Full table: {csv_path.name}.", "",
           summary(rows), f"Failures: {len(bad)}", ""]
     md += [f"- {r['kernel']} {r['features']} D/N={r['head_dim']} {r['dtype']} {r['target']} {r['config']}: "

@@ -8,8 +8,9 @@ Made for the short GPU loans this project gets: run it first, commit the results
    FlexAttention; the ALiBi and T5 variants against FlexAttention and SDPA with a bias; the norms
    at M·N = 16M (4096 × 4096);
 3. one short `zoo fit` per family on configs/trainer/gpu.yaml with attn_impl and norm_impl
-   `triton` (and attention dropout 0, without which attention falls back to torch), and GPT on the FSDP2 config (configs/trainer/gpu-fsdp.yaml) on one GPU: these run
-   side by side, after the benchmarks, so they never disturb a timing.
+   `triton` (and attention dropout 0, without which attention falls back to torch), and GPT on the
+   FSDP2 config (configs/trainer/gpu-fsdp.yaml) on one GPU: these run side by side, after the
+   benchmarks, so they never disturb a timing.
 
 Each step runs in its own process under a time limit cut from the overall budget, so a hang
 costs its own minutes only. Writes benchmarks/results/kernels-gpu-check-*-<device>.{csv,json,png}
@@ -59,8 +60,10 @@ class Step:
     result: dict = field(default_factory=dict)
 
 
-def _bench(tag: str, *args: str) -> list[str]:
-    return [sys.executable, "benchmarks/kernels.py", "--tag", tag, "--rep", "20", *args]
+def _bench(tag: str, budget_s: float, *args: str) -> list[str]:
+    # the benchmark stops starting new shapes at 80% of its budget, so it always writes what it measured
+    return [sys.executable, "benchmarks/kernels.py", "--tag", tag, "--rep", "20", "--time-limit",
+            f"{0.8 * budget_s:.0f}", *args]
 
 
 def _fit(configs: list[str], run_dir: str) -> list[str]:
@@ -79,17 +82,16 @@ def plan(args) -> list[Step]:
     """The steps, in order, with their shares of the budget (fractions sum to 1)."""
     b = args.budget
     impls = ["ours", "sdpa-flash", "sdpa-efficient", "sdpa-cudnn", "sdpa-math", "flex"]
+    attention = ["--what", "attention", "--dtype", "bf16", "--seq", "2048", "8192", "--head-dim", "64", "128",
+                 "--mode", "fwd", "bwd"]
     steps = [
         Step("pytest -m gpu", "tests", [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider",
                                         "tests"], 0.22 * b, needs=("pytest",)),
-        Step("attention causal", "bench", _bench("gpu-check-attention", "--what", "attention", "--dtype", "bf16",
-                                                 "--seq", "2048", "8192", "--head-dim", "64", "128", "--variant",
-                                                 "causal", "--mode", "fwd", "bwd", "--impl", *impls), 0.28 * b),
-        Step("attention alibi/t5", "bench", _bench("gpu-check-bias", "--what", "attention", "--dtype", "bf16",
-                                                   "--seq", "2048", "8192", "--head-dim", "64", "128", "--variant",
-                                                   "alibi", "t5", "--mode", "fwd", "bwd", "--impl", "ours",
-                                                   "sdpa-efficient", "flex"), 0.2 * b),
-        Step("norms 4096x4096", "bench", _bench("gpu-check-norms", "--what", "norms", "--dtype", "bf16",
+        Step("attention causal", "bench", _bench("gpu-check-attention", 0.28 * b, *attention, "--variant", "causal",
+                                                 "--impl", *impls), 0.28 * b),
+        Step("attention alibi/t5", "bench", _bench("gpu-check-bias", 0.2 * b, *attention, "--variant", "alibi", "t5",
+                                                   "--impl", "ours", "sdpa-efficient", "flex"), 0.2 * b),
+        Step("norms 4096x4096", "bench", _bench("gpu-check-norms", 0.06 * b, "--what", "norms", "--dtype", "bf16",
                                                 "--hidden", "4096", "--norm-rows", "4096"), 0.06 * b),
     ]
     run_root = tempfile.mkdtemp(prefix="gpu-check-")
@@ -110,7 +112,8 @@ def missing(modules) -> list[str]:
 
 
 def _env() -> dict:
-    env = dict(os.environ, PYTHONUNBUFFERED="1", TRITON_DEFAULT_FP_FUSION=os.environ.get("TRITON_DEFAULT_FP_FUSION", "1"))
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # Triton's default, said explicitly
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env.pop("TRITON_INTERPRET", None)
     return env

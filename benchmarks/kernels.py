@@ -288,6 +288,9 @@ def run_attention(args, meta, timer, device="cuda", emit=print) -> list[dict]:
         batch = max(1, args.tokens // seq)
         base = dict(meta, kind="attention", variant=variant, dtype=dtype, batch=batch, heads=args.heads, seq=seq,
                     head_dim=head_dim)
+        if _past_deadline(args):
+            rows += [dict(base, impl=i, mode=m, error="skipped: time limit") for i in args.impl_attention for m in args.mode]
+            continue
         mine = _attention_config(args, base, timer, device)
         emit(format_block(f"attention {variant} {dtype} D={head_dim} B={batch} H={args.heads} S={seq}", mine,
                           "tflops", "TFLOP/s"))
@@ -313,10 +316,19 @@ def _attention_config(args, base, timer, device) -> list[dict]:
     return rows
 
 
+def _past_deadline(args) -> bool:
+    """True once --time-limit has run out: the remaining shapes are recorded as skipped, and what was
+    measured is still written."""
+    return getattr(args, "deadline", None) is not None and time.time() > args.deadline
+
+
 def run_norms(args, meta, timer, copy_gbps, device="cuda", emit=print) -> list[dict]:
     rows = []
     for dtype, kind, hidden in itertools.product(args.dtype, ("layer", "rms"), args.hidden):
         base = dict(meta, kind="norm", variant=kind, dtype=dtype, rows=args.norm_rows, hidden=hidden)
+        if _past_deadline(args):
+            rows += [dict(base, impl=i, mode=m, error="skipped: time limit") for i in args.impl_norm for m in args.mode]
+            continue
         mine = _norm_config(args, base, timer, copy_gbps, device)
         emit(format_block(f"norm {kind} {dtype} M={args.norm_rows} N={hidden} (copy {copy_gbps:.0f} GB/s)", mine,
                           "gbps", "GB/s"))
@@ -460,7 +472,10 @@ def parse_args(argv):
     p.add_argument("--rep", type=int, default=None, help="ms of timed repeats per measurement")
     p.add_argument("--out", type=Path, default=_HERE / "results")
     p.add_argument("--tag", default="", help="results go to kernels-<tag>-<device>.* (e.g. gpu-check)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="seconds; shapes not started by then are recorded as skipped, and results still written")
     args = p.parse_args(argv)
+    args.deadline = None if args.time_limit is None else time.time() + args.time_limit
     q = args.quick
     args.dtype = args.dtype or (["bf16"] if q else ["bf16", "fp16"])
     args.seq = args.seq or ([1024, 4096] if q else [512, 1024, 2048, 4096, 8192, 16384])

@@ -98,3 +98,15 @@ def test_cpu_pipeline_records_errors_and_writes_results(bench, tmp_path):
         written = list(csv.DictReader(f))
     assert len(written) == len(rows) and {"device", "dtype", "torch", "triton", "date", "seq"} <= set(written[0])
     assert json.loads((tmp_path / "kernels-fake-gpu-80gb-test.json").read_text())["device"] == meta["device"]
+
+
+def test_time_limit_skips_the_rest_and_keeps_what_was_measured(bench, tmp_path):
+    args = bench.parse_args(["--seq", "16", "32", "--head-dim", "16", "--dtype", "fp16", "--tokens", "32",
+                             "--heads", "2", "--variant", "causal", "--impl", "eager", "--mode", "fwd",
+                             "--time-limit", "1000"])
+    meta = bench.environment("cpu (test)")
+    first = bench.run_attention(args, meta, _cpu_timer, device="cpu", emit=lambda _: None)
+    assert [r["error"] for r in first] == ["", ""]
+    args.deadline = time.time() - 1  # the limit has run out
+    late = bench.run_attention(args, meta, _cpu_timer, device="cpu", emit=lambda _: None)
+    assert [r["error"] for r in late] == ["skipped: time limit"] * 2 and {r["seq"] for r in late} == {16, 32}
