@@ -293,6 +293,22 @@ def summary(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fixed_summary(rows: list[dict]) -> str:
+    """The configs small problems launch (each attention launch's preferred fixed config): per kernel,
+    target and head dim, its registers and shared memory over the checked feature sets and dtypes."""
+    lines = ["| kernel | target | head dim | config | registers | spills | shared KiB |",
+             "| --- | --- | ---: | --- | --- | ---: | --- |"]
+    chosen = [r for r in rows if r["kernel"].startswith("attention") and r["role"] == "fixed"
+              and r["config_index"] == 0 and not r["unchecked"] and not r["status"].startswith("not compiled")]
+    for key in dict.fromkeys((r["kernel"], r["target"], r["head_dim"], r["config"]) for r in chosen):
+        mine = [r for r in chosen if (r["kernel"], r["target"], r["head_dim"], r["config"]) == key]
+        regs = sorted(r["registers"] for r in mine)
+        kib = sorted(r["shared_bytes"] / 1024 for r in mine)
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {regs[0]}–{regs[-1]} | "
+                     f"{max(r['spills'] for r in mine)} | {kib[0]:.0f}–{kib[-1]:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
 def environment() -> dict:
     import triton
 
@@ -315,7 +331,8 @@ def write_results(rows: list[dict], meta: dict, out_dir: Path, stem: str = "aot-
           f"({len(rows) - pending} compiled, {pending} left out by the time limit) in {meta.get('seconds', '?')} s. "
           "Shared memory limits: sm_80 163 KiB, sm_90 227 KiB (opt-in per block). "
           f"Attention shapes: B={BATCH}, H={HEADS}, S={SEQ}; norms: M={NORM_ROWS}. Full table: {csv_path.name}.", "",
-          summary(rows), f"Failures: {len(bad)}", ""]
+          summary(rows), "Preferred fixed configs (what small problems launch), over the checked feature sets:", "",
+          fixed_summary(rows), f"Failures: {len(bad)}", ""]
     md += [f"- {r['kernel']} {r['features']} D/N={r['head_dim']} {r['dtype']} {r['target']} {r['config']}: "
            f"{r['status']} {r['error']}" for r in bad]
     md_path.write_text("\n".join(md) + "\n")

@@ -121,6 +121,7 @@ def test_results_files_and_summary(aot, tmp_path):
     assert len(csv_path.read_text().splitlines()) == 4
     md = md_path.read_text()
     assert "| attention:fwd | sm_90 | 3 | 2 | 1 | 0 | 0 | 100–100 | 1–1 |" in md and "Failures: 0" in md
+    assert "| attention:fwd | sm_90 | 64 | c0 | 100–100 | 0 | 1–1 |" in md  # the preferred fixed config's line
 
 
 def test_keep_fitting_uses_the_compiler_facts():
