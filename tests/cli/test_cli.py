@@ -12,7 +12,8 @@ from tests.cli.conftest import tiny_fit_args
 from zoo.cli import main, summarize_parse_error
 
 ROOT = Path(__file__).resolve().parents[2]
-FAMILY_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "trainer")
+FAMILY_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in ("trainer", "data"))
+DATA_CONFIGS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
 TRAINER_CONFIGS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
 
 
@@ -28,6 +29,15 @@ def test_every_config_parses(config, capsys):
         main(["fit", "-c", str(config), "--print_config"])
     assert exit_.value.code in (0, None)
     assert "class_path" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config", DATA_CONFIGS, ids=lambda p: p.name)
+def test_every_data_pipeline_config_parses(config, capsys):
+    """configs/data/*.yaml are `zoo data prepare` configs, not training configs."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "prepare", "-c", str(config), "--print_config"])
+    assert exit_.value.code in (0, None)
+    assert "output:" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("trainer", TRAINER_CONFIGS, ids=lambda p: p.name)
