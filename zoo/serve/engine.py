@@ -1,7 +1,7 @@
 """What the server runs: the model, its tokenizer and head, and the dynamic batcher.
 
-The batcher is one worker thread. A request waits at most `wait_ms` for others to join it (or until
-`max_batch_size` are waiting); the batch is decoded together by `zoo.generation.generate_batch`
+The batcher is one worker thread. A request waits for others to join it until `wait_ms` pass without
+a new arrival (at most 4·`wait_ms`) or `max_batch_size` are waiting; the batch is decoded together by `zoo.generation.generate_batch`
 (left padding, KV cache, per-row settings and seeded generators, per-row stopping); each token's
 text goes to its request's asyncio queue at once, and a finished or cancelled request leaves the
 batch at once. Requests that arrive meanwhile form the next batch. A batch that fails (which input
@@ -62,7 +62,11 @@ class Batcher:
         self.thread.join(timeout=10)
 
     def _collect(self, first: Job) -> list[Job]:
-        batch, deadline = [first], time.perf_counter() + self.wait
+        """`first` and whoever joins it: the window closes `wait` after the latest arrival (so a burst of
+        requests that takes longer than `wait` to parse still lands in one batch), at most 4·`wait`
+        after the first."""
+        start = time.perf_counter()
+        batch, deadline = [first], start + self.wait
         while len(batch) < self.max_batch_size:
             left = deadline - time.perf_counter()
             try:
@@ -73,6 +77,7 @@ class Batcher:
                 self.jobs.put(None)
                 break
             batch.append(job)
+            deadline = min(time.perf_counter() + self.wait, start + 4 * self.wait)
         return [j for j in batch if not j.cancelled.is_set()]
 
     def _run(self) -> None:
