@@ -1,12 +1,14 @@
 """`zoo export --format hf` of every family, proven by transformers: AutoTokenizer encodes awkward
 strings to the zoo tokenizer's ids, AutoModelFor... gives the zoo model's logits (fp32, eager, ≤ 1e-4),
 fine-tuned classifiers load as ...ForSequenceClassification, shards and sharded checkpoints work, and a
-configuration Hugging Face cannot express is refused in one line with exit status 2."""
+configuration Hugging Face cannot express is refused in one line with exit status 2. Every family, and
+the BERT and GPT classifiers, starts from a checkpoint a real `zoo fit` wrote (tests/interop/conftest.py)."""
 
 import json
 
 import pytest
 import torch
+from tokenizers import Tokenizer
 from torch import nn
 
 import zoo
@@ -56,8 +58,52 @@ def check_tokenizer(tok, out):
         assert hf_tok(text)["input_ids"] == tok.encode(text).ids, text
 
 
+def trained(ckpt):
+    """The zoo model of a `zoo fit` checkpoint (fp32, eager attention, eval), its tokenizer and the checkpoint."""
+    from zoo.checkpoint import read_checkpoint
+    from zoo.families import FAMILIES
+
+    c = read_checkpoint(ckpt)
+    model = FAMILIES[c["zoo"]["family"]].build({**c["zoo"]["config"], "attn_impl": "eager"})
+    model.load_state_dict({k[len("model."):]: v for k, v in c["state_dict"].items() if k.startswith("model.")})
+    model = model.float().eval()
+    tok = Tokenizer.from_str(c["zoo"]["tokenizer"])
+    return model, tok, c
+
+
+# a config of configs/ per family, trained for 2 steps by `zoo fit` (tests/interop/conftest.py); llama: GPT with
+# RoPE, RMSNorm, SwiGLU, grouped KV heads and a sliding window, exported as Mistral
+FITTED = {"gpt": ("gpt", "GPT2LMHeadModel"), "llama": ("gpt", "MistralForCausalLM"), "bert": ("bert", "BertForMaskedLM"),
+          "t5": ("t5", "T5ForConditionalGeneration"), "bart": ("bart", "BartForConditionalGeneration"),
+          "clip": ("clip", "CLIPModel")}
+
+
+@pytest.mark.parametrize("name", list(FITTED))
+def test_model_trained_with_zoo_fit_exports_and_loads_in_transformers(tmp_path, fitted, name):
+    family, hf_class = FITTED[name]
+    ckpt = fitted(name)
+    model, tok, c = trained(ckpt)
+    assert c["global_step"] == 2 and c["zoo"]["family"] == family
+    rc, out = export(tmp_path, ckpt, "--format", "hf")  # `zoo export --model CKPT --out DIR --format hf`
+    assert rc == 0
+    hf = getattr(transformers, AUTO[family]).from_pretrained(out, attn_implementation="eager").eval()
+    assert type(hf).__name__ == hf_class and hf.dtype == torch.float32
+    ours, theirs = zoo_and_hf_outputs(family, model, hf, tok)
+    err = (ours - theirs).abs().max().item()
+    assert err <= 1e-4, f"max abs error {err}"
+    check_tokenizer(tok, out)
+    files = {f.name for f in out.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
+    assert ("generation_config.json" in files) == (family in ("gpt", "t5", "bart"))
+    if family in ("gpt", "t5", "bart"):
+        eos = {"gpt": "<|endoftext|>", "t5": "</s>", "bart": "</s>"}[family]
+        assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == tok.token_to_id(eos)
+
+
 @pytest.mark.parametrize("family", ["gpt", "bert", "t5", "bart", "clip"])
-def test_export_loads_in_transformers_with_the_same_logits_and_tokens(tmp_path, family):
+def test_large_weights_export_with_the_same_logits_and_tokens(tmp_path, family):
+    """Built directly with large random weights (a few training steps leave them near their small
+    initialisation): a wrong activation, epsilon or layout shows in the logits."""
     tok = tokenizer(family)
     model = build(family, tok)
     rc, out = export(tmp_path, save_checkpoint(tmp_path / "last.ckpt", model, tok))
@@ -67,9 +113,6 @@ def test_export_loads_in_transformers_with_the_same_logits_and_tokens(tmp_path, 
     err = (ours - theirs).abs().max().item()
     assert err <= 1e-4, f"max abs error {err}"
     check_tokenizer(tok, out)
-    files = {f.name for f in out.iterdir()}
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= files
-    assert ("generation_config.json" in files) == (family in ("gpt", "t5", "bart"))
 
 
 def test_llama_style_gpt_exports_as_llama(tmp_path):
@@ -83,18 +126,28 @@ def test_llama_style_gpt_exports_as_llama(tmp_path):
     assert (ours - theirs).abs().max().item() <= 1e-4
 
 
-def test_gpt_trained_with_zoo_fit_exports(tmp_path, trained_checkpoint):
-    from zoo.checkpoint import model_from_checkpoint
-
-    model, tok = model_from_checkpoint(trained_checkpoint)
-    rc, out = export(tmp_path, trained_checkpoint)
+@pytest.mark.parametrize("name", ["bert-cls", "gpt-cls"])
+def test_classifier_fine_tuned_with_zoo_fit_exports_as_sequence_classification(tmp_path, fitted, name):
+    """configs/<family>/classify.yaml for 2 steps: the task's head (`classifier.1`) on the model's
+    features is what ...ForSequenceClassification computes, with the run's topic names as labels."""
+    ckpt = fitted(name)
+    model, tok, c = trained(ckpt)
+    head = nn.Linear(*reversed(c["state_dict"]["classifier.1.weight"].shape))
+    head.load_state_dict({"weight": c["state_dict"]["classifier.1.weight"], "bias": c["state_dict"]["classifier.1.bias"]})
+    labels = c["zoo"]["labels"]
+    assert c["global_step"] == 2 and len(labels) == 6 == head.out_features  # num_topics of classify.yaml
+    rc, out = export(tmp_path, ckpt, "--format", "hf")
     assert rc == 0
-    hf = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
-    ours, theirs = zoo_and_hf_outputs("gpt", model, hf, tok)
-    assert (ours - theirs).abs().max().item() <= 1e-4
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(out, attn_implementation="eager").eval()
+    assert type(hf).__name__ == {"bert-cls": "BertForSequenceClassification",
+                                 "gpt-cls": "GPT2ForSequenceClassification"}[name]
+    assert hf.config.id2label == dict(enumerate(labels))
+    ids, mask = padded(tok)
+    with torch.no_grad():
+        want = head(model.features(ids, mask))
+        got = hf(input_ids=ids, attention_mask=mask).logits
+    assert (want - got).abs().max().item() <= 1e-4
     check_tokenizer(tok, out)
-    gen = json.loads((out / "generation_config.json").read_text())
-    assert gen["eos_token_id"] == tok.token_to_id("<|endoftext|>")
 
 
 def classifier(width, n=3, seed=0):

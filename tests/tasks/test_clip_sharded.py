@@ -58,6 +58,7 @@ def test_clip_trains_under_fsdp2_and_its_sharded_checkpoint_loads(tmp_path):
     assert isinstance(model, CLIP) and tokenizer is not None
     assert model.logit_scale.shape == () and math.isfinite(model.logit_scale.item())
     assert model.logit_scale.item() != pytest.approx(math.log(1 / 0.07), abs=1e-7)  # trained, then gathered
+    export_and_load_in_transformers(ckpt, model, tokenizer, tmp_path / "hf")
     # one process cannot resume the shards: one line says which strategy can
     validate = [sys.executable, "-m", "zoo.cli", "validate", "-c", "configs/clip/tiny.yaml", "--ckpt_path", str(ckpt),
                 "--trainer.default_root_dir", str(tmp_path / "v"), "--trainer.logger", "false"]
@@ -65,3 +66,29 @@ def test_clip_trains_under_fsdp2_and_its_sharded_checkpoint_loads(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(errors) == 1 and "configs/trainer/cpu-fsdp.yaml" in errors[0]
+
+
+def export_and_load_in_transformers(ckpt: Path, model: CLIP, tokenizer, out: Path) -> None:
+    """`zoo export --model <sharded folder> --out DIR --format hf`, and transformers' AutoModel (CLIPModel)
+    gives the zoo model's image-text logits (fp32, eager attention) within 1e-4."""
+    transformers = pytest.importorskip("transformers")
+    from dataclasses import replace
+
+    from zoo.cli import main
+
+    assert main(["export", "--model", str(ckpt), "--out", str(out), "--format", "hf"]) == 0
+    hf = transformers.AutoModel.from_pretrained(out, attn_implementation="eager").eval()
+    assert type(hf).__name__ == "CLIPModel" and hf.dtype == torch.float32
+    eager = CLIP(replace(model.config, attn_impl="eager"))
+    eager.load_state_dict(model.state_dict())
+    eager.eval()
+    eos = tokenizer.token_to_id("<|endoftext|>")
+    rows = [tokenizer.encode(t).ids + [eos] for t in ("a photo of the digit 3", "seven", "a handwritten 0 or 8")]
+    T = max(map(len, rows))
+    ids = torch.tensor([r + [eos] * (T - len(r)) for r in rows])  # pooled at the first <|endoftext|>
+    mask = torch.tensor([[1] * len(r) + [0] * (T - len(r)) for r in rows])
+    pixels = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ours = eager(pixels, ids, mask).logits_per_image
+        theirs = hf(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits_per_image
+    assert ours.shape == (2, 3) and (ours - theirs).abs().max().item() <= 1e-4
