@@ -218,7 +218,8 @@ def summary_lines(trainer: L.Trainer, train_metrics: dict, config_file: Optional
     if val:
         lines.append("  val:   " + ", ".join(f"{k} {_fmt(v)}" for k, v in sorted(val.items())))
     if trainer.logger is not None:
-        lines.append(f"  logs:  {trainer.log_dir}" + ("  (tensorboard --logdir " + str(Path(trainer.log_dir).parent)
+        log_dir = trainer.logger.log_dir  # not trainer.log_dir: a collective (this runs on rank 0 only)
+        lines.append(f"  logs:  {log_dir}" + ("  (tensorboard --logdir " + str(Path(log_dir).parent)
                                                        + ")" if len(trainer.loggers) > 1 else ""))
     if png is not None:
         lines.append(f"  loss curves: {png}")
