@@ -38,9 +38,10 @@ def check_generate_arguments(max_new_tokens: int, temperature: Optional[float], 
         raise ZooError(f"--num_beams {num_beams}: must be at least 1")
 
 
-def warn_if_blank(text: str, tokenizer=None) -> bool:
-    """Warn (on stderr) when the generated text is only whitespace or special/end tokens, as an untrained
-    or barely trained model produces; returns whether it warned."""
+def warn_if_blank(text: str, tokenizer=None, prompt: str = "") -> bool:
+    """Warn (on stderr) when the generated text (after `prompt`, where it starts with it) is only
+    whitespace or special/end tokens, as an untrained or barely trained model produces; returns whether it warned."""
+    text = text[len(prompt):] if prompt and text.startswith(prompt) else text
     specials = set()
     if tokenizer is not None:
         specials = {t for t, i in tokenizer.get_vocab(with_added_tokens=True).items()
@@ -106,7 +107,7 @@ def generate(
         [done] = generate_batch(net, tokenizer, [request], use_cache=use_cache, echo=True, num_beams=num_beams)
     except ValueError as err:  # a prompt longer than the context
         raise ZooError(str(err)) from None
-    warn_if_blank(tokenizer.decode(done.token_ids), tokenizer)
+    warn_if_blank(done.text, tokenizer, prompt)
     print(done.text)
     return done.text
 

@@ -43,6 +43,41 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
 
 
+def trim_help() -> None:
+    """`--help` shows what a user can set: a `model: nn.Module` argument lists the zoo models, not every
+    torch module (500 lines), other class lists stop after 8; a class's description is its whole first
+    paragraph (jsonargparse keeps only the first line, cutting sentences). Idempotent."""
+    import inspect
+
+    from jsonargparse import _signatures, _typehints
+
+    if getattr(_typehints.ActionTypeHint.extra_help, "_zoo", False):
+        return
+    original_extra, original_short = _typehints.ActionTypeHint.extra_help, _signatures.get_doc_short_description
+
+    def extra_help(self) -> str:
+        text = original_extra(self)
+        head, sep, listed = text.partition(", known subclasses: ")
+        if not sep:
+            return text
+        paths = listed.split(", ")
+        shown = [p for p in paths if p.startswith("zoo.models.")] or [p for p in paths if p.startswith("zoo.")] or paths
+        more = f", … ({len(paths) - 8} more)" if len(shown) > 8 else ""
+        return head + sep + ", ".join(shown[:8]) + more
+
+    def short_description(function_or_class, method_name=None, logger=None):
+        short = original_short(function_or_class, method_name, logger=logger)
+        target = getattr(function_or_class, method_name, None) if method_name else function_or_class
+        for doc in (inspect.getdoc(target), inspect.getdoc(getattr(target, "__init__", None))):
+            if short and doc and doc.startswith(short):
+                return " ".join(doc.split("\n\n")[0].split())
+        return short
+
+    extra_help._zoo = True
+    _typehints.ActionTypeHint.extra_help = extra_help
+    _signatures.get_doc_short_description = short_description
+
+
 def _without_ckpt_path(argv: list[str]) -> list[str]:
     out, skip = [], False
     for arg in argv:
@@ -68,6 +103,7 @@ class ZooCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True, **kwargs):
         quiet_lightning()
         show_zoo_log()
+        trim_help()
         self._argv = [str(a) for a in (args if isinstance(args, list) else sys.argv[1:])]
         self._resume_step = 0
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
@@ -234,7 +270,9 @@ class ZooCLI(LightningCLI):
         from zoo.cli import EXTRA_COMMANDS
         from zoo.progress import plot_losses, summary_lines
 
-        log_dir = self.trainer.log_dir if self.trainer.logger is not None else None
+        # logger.log_dir, not trainer.log_dir: the trainer's broadcasts from rank 0 (a collective), and the
+        # summary runs on rank 0 alone, so under DDP/FSDP it would wait for ranks that have already left
+        log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
         png = plot_losses(Path(log_dir) / "metrics.csv", Path(log_dir) / "loss.png") if log_dir else None
         config = Path(log_dir) / "config.yaml" if log_dir else None
         family = getattr(getattr(self.model, "model", None), "family", None)

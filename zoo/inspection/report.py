@@ -108,12 +108,36 @@ def _score_formula(stack: TransformerStack, attn: Attention, scores: torch.Tenso
     return " + ".join(terms) + masked
 
 
+def _byte_level_unicode() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, symbol → byte: printable bytes stand for themselves, the others
+    (space, newline, tab, ...) are shifted to 256 + n, which is why a space prints as Ġ, a newline as Ċ."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    return {**{chr(b): b for b in printable}, **{chr(256 + n): b for n, b in enumerate(shifted)}}
+
+
+BYTE_LEVEL = _byte_level_unicode()
+
+
+def _decoded(label: str) -> Optional[str]:
+    """The text a byte-level BPE symbol stands for ('Ġmain' → ' main'), None when it is not one."""
+    if not label or not any(BYTE_LEVEL.get(c, 0) in (9, 10, 13, 32) or ord(c) > 255 for c in label):
+        return None
+    if not all(c in BYTE_LEVEL for c in label):
+        return None
+    return bytes(BYTE_LEVEL[c] for c in label).decode("utf-8", errors="replace")
+
+
 def _print_tokens(walk: Pass) -> None:
     for name, ids in walk.ids.items():
         if ids:
-            print(f"\ntokens of the {name} input ({len(ids)}):\n    pos  id       token")
-            for i, (t, label) in enumerate(zip(ids, walk.labels[name])):
-                print(f"    {i:<4} {t:<8} {label!r}")
+            shown = [_decoded(label) for label in walk.labels[name]]
+            print(f"\ntokens of the {name} input ({len(ids)}):\n    pos  id       token" + ("    (text)" * any(shown)))
+            for i, (t, label, text) in enumerate(zip(ids, walk.labels[name], shown)):
+                print(f"    {i:<4} {t:<8} {label!r}" + (f"    ({text!r})" if text is not None else ""))
+            if any(shown):
+                print("    byte-level BPE symbols: Ġ is a space, Ċ a newline, ĉ a tab (bytes below 33 are shown "
+                      "shifted by 256); (text) is what the token stands for")
 
 
 def _print_embeddings(net: nn.Module, rec: Recording, n: int) -> None:
