@@ -41,6 +41,9 @@ def quiet_lightning() -> None:
     if not any(isinstance(f, _NoAdvert) for f in log.filters):
         log.addFilter(_NoAdvert())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated")
+    # DDP with find_unused_parameters=True (configs/trainer/cpu-ddp.yaml: BERT's pooler sits out masked-LM
+    # steps) tells every rank when a model happens to use all its parameters: not a problem of the run
+    warnings.filterwarnings("ignore", message=r".*find_unused_parameters=True was specified in DDP constructor")
 
 
 def trim_help() -> None:
@@ -267,8 +270,11 @@ class ZooCLI(LightningCLI):
         self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)
 
     def _summary(self, train_metrics: dict) -> list[str]:
-        from zoo.cli import EXTRA_COMMANDS
         from zoo.progress import plot_losses, summary_lines
+
+        # the running `zoo` command's table (as `python -m zoo.cli` it is __main__): no second import of it
+        cli_module = sys.modules.get("zoo.cli") or sys.modules.get("__main__")
+        commands = getattr(cli_module, "EXTRA_COMMANDS", {})
 
         # logger.log_dir, not trainer.log_dir: the trainer's broadcasts from rank 0 (a collective), and the
         # summary runs on rank 0 alone, so under DDP/FSDP it would wait for ranks that have already left
@@ -277,7 +283,7 @@ class ZooCLI(LightningCLI):
         config = Path(log_dir) / "config.yaml" if log_dir else None
         family = getattr(getattr(self.model, "model", None), "family", None)
         return summary_lines(self.trainer, train_metrics, str(config) if config and config.is_file() else None,
-                             family in TEXT_GENERATORS, "export" in EXTRA_COMMANDS, png)
+                             family in TEXT_GENERATORS, "export" in commands, png)
 
     def validate(self, **kwargs) -> list[dict]:
         return self._evaluate(self.trainer.validate, **kwargs)
