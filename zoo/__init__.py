@@ -20,4 +20,26 @@ def to_hf(model, path, **kwargs):
     return _to_hf(model, path, **kwargs)
 
 
-__all__ = ["ZooError", "from_hf", "to_hf", "__version__"]
+def add_lora(model, r=8, alpha=16.0, dropout=0.0, targets=("q_proj", "v_proj"), **kwargs):
+    """Wrap `model`'s matching linear layers in LoRA adapters (B = 0) and freeze the rest; returns `model`
+    (see `zoo.adapters.add_lora`)."""
+    from zoo.adapters import add_lora as _add_lora
+
+    return _add_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets, **kwargs)
+
+
+def merge_lora(model):
+    """Fold LoRA adapters into the weights, restoring plain `nn.Linear`s; returns `model`."""
+    from zoo.adapters import merge_lora as _merge_lora
+
+    return _merge_lora(model)
+
+
+def load_peft(model, path):
+    """Add a PEFT LoRA adapter (a directory PEFT's save_pretrained wrote) to the zoo model of its base."""
+    from zoo.adapters import load_peft as _load_peft
+
+    return _load_peft(model, path)
+
+
+__all__ = ["ZooError", "add_lora", "from_hf", "load_peft", "merge_lora", "to_hf", "__version__"]

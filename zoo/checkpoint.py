@@ -103,9 +103,9 @@ def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Any]:
     meta = ckpt.get("zoo")
     if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
         raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")
-    model = FAMILIES[meta["family"]].build(meta["config"])
-    state = {k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    from zoo.adapters.tasks import rebuild  # base + LoRA adapters when the run trained them
+
+    model = rebuild(ckpt, path)
     tokenizer = None
     if meta.get("tokenizer"):
         from tokenizers import Tokenizer

@@ -99,7 +99,9 @@ def tensor_parallel_block(block: TransformerBlock, tp_mesh: DeviceMesh) -> None:
     if block.mlp.gate_proj is not None:
         plan["mlp.gate_proj"] = ColwiseParallel()
     plan["mlp.down_proj"] = RowwiseParallel()
-    parallelize_module(block, tp_mesh, plan)
+    from zoo.adapters.lora import expand_tensor_parallel_plan  # LoRA adapters shard like their base layers
+
+    parallelize_module(block, tp_mesh, expand_tensor_parallel_plan(block, plan))
 
 
 def _check_heads(attn: Attention, tp_mesh: DeviceMesh, name: str) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 from zoo.errors import ZooError
 from zoo.hf import ClassifierHead
 
-Format = Literal["hf", "onnx"]
+Format = Literal["hf", "onnx", "peft"]
 DType = Literal["float32", "bfloat16", "float16"]
 
 
@@ -59,8 +59,9 @@ def _model_of(ckpt: dict, path: str):
     meta = ckpt.get("zoo")
     if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
         raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")
-    model = FAMILIES[meta["family"]].build(meta["config"])
-    model.load_state_dict({k[len("model."):]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")})
+    from zoo.adapters.tasks import rebuild  # base + LoRA adapters when the run trained them
+
+    model = rebuild(ckpt, path)
     tokenizer = None
     if meta.get("tokenizer"):
         from tokenizers import Tokenizer
@@ -70,7 +71,7 @@ def _model_of(ckpt: dict, path: str):
 
 
 def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32", max_shard_size: int = 5 * 1024**3,
-           quantize: bool = False) -> str:
+           quantize: bool = False, merge: bool = True) -> str:
     """Export a trained model for other tools: Hugging Face `transformers` (`--format hf`) or onnxruntime
     (`--format onnx`).
 
@@ -84,8 +85,23 @@ def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32"
         dtype: the saved weights' dtype (hf): float32, bfloat16 or float16.
         max_shard_size: bytes per safetensors shard (hf).
         quantize: also write int8 dynamically quantized graphs (onnx; onnxruntime's quantize_dynamic).
+            "peft": a LoRA run's adapters alone, as PEFT's adapter_config.json + adapter_model.safetensors,
+            for `peft.PeftModel.from_pretrained(<its base exported with --format hf --merge false>, out)`.
+        merge: (hf, onnx) fold a LoRA run's adapters into the weights (default); false exports the base
+            model without them.
     """
     source = load_source(model)
+    if format == "peft":
+        from zoo.adapters.peft import save_peft
+        from zoo.interop.hf import check_dtype
+
+        save_peft(source.model, out, base_model_name_or_path=model, dtype=check_dtype(dtype))
+        return _say(f"wrote adapter_config.json, adapter_model.safetensors to {out}; load with "
+                    "peft.PeftModel.from_pretrained(<base>, out), the base exported with --format hf --merge false")
+    from zoo.adapters.lora import has_lora, merge_lora, strip_lora
+
+    if has_lora(source.model):
+        source.model = merge_lora(source.model) if merge else strip_lora(source.model)
     if format == "hf":
         from zoo.interop.hf import check_dtype, to_hf
 
@@ -98,7 +114,7 @@ def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32"
 
         report = export_onnx(source.model, out, tokenizer=source.tokenizer, head=source.head, quantize=quantize)
         return _say("\n".join(report))
-    raise ZooError(f"--format {format!r} is not one of hf, onnx")
+    raise ZooError(f"--format {format!r} is not one of hf, onnx, peft")
 
 
 def _say(report: str) -> str:

@@ -18,6 +18,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import Metric
 
+from zoo.adapters.lora import LoRAConfig
 from zoo.families import family_of
 
 Schedule = Literal["cosine", "linear", "constant"]
@@ -68,6 +69,8 @@ class Task(L.LightningModule):
         compile: compile each transformer block with `torch.compile` (in place) before training.
         activation_checkpointing: recompute each block's activations in the backward pass instead
             of storing them: less memory, about one more forward pass of compute.
+        lora: train LoRA adapters instead of the whole model (`zoo.adapters.LoRAConfig`: r, alpha,
+            dropout, targets, trainable, save_adapters_only, base); applied before parallelism.
     """
 
     def __init__(
@@ -79,19 +82,27 @@ class Task(L.LightningModule):
         min_lr_ratio: float = 0.1,
         compile: bool = False,
         activation_checkpointing: bool = False,
+        lora: Optional[LoRAConfig] = None,
     ):
         super().__init__()
         self.model = model
         self.optimizer_factory = optimizer
         self.schedule, self.warmup_steps, self.min_lr_ratio = schedule, warmup_steps, min_lr_ratio
         self.compile_blocks, self.activation_checkpointing = compile, activation_checkpointing
-        self.save_hyperparameters(ignore=["model", "optimizer"])
+        self.lora = lora
+        if lora is not None and lora.save_adapters_only:
+            self.strict_loading = False  # resuming: the frozen base comes from the base checkpoint, not this file
+        self.save_hyperparameters(ignore=["model", "optimizer", "lora"])  # lora: in checkpoint["zoo"], as a dict
 
     def configure_model(self) -> None:
         """Parallelism from outside the model (`zoo.parallel`): tensor parallel, activation checkpointing,
         compile and FSDP2, as the options and the mesh of `ModelParallelStrategy` (if any) ask."""
         from zoo.parallel import parallelize
 
+        if self.lora is not None:  # the documented order: quantize → LoRA → tensor parallel → ... → FSDP2
+            from zoo.adapters.tasks import apply_to_task
+
+            apply_to_task(self, self.lora)
         parallelize(self.model, self.device_mesh, self.compile_blocks, self.activation_checkpointing)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
@@ -137,6 +148,12 @@ class Task(L.LightningModule):
             "config": asdict(self.model.config),
             "tokenizer": tok.to_str() if tok is not None else None,
         }
+        if self.lora is not None:
+            from zoo.adapters.tasks import checkpoint_meta, trainable_state
+
+            checkpoint["zoo"]["lora"] = checkpoint_meta(self.lora, getattr(self, "init_from", None))
+            if self.lora.save_adapters_only:
+                checkpoint["state_dict"] = trainable_state(self, checkpoint["state_dict"])
 
     def log_text(self, key: str, text: str) -> None:
         """Send text to loggers that take it (TensorBoard); always printed on rank zero."""
