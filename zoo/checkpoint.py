@@ -126,6 +126,11 @@ def looks_like_path(name: str) -> bool:
 def load_model(path: str) -> tuple[nn.Module, Any]:
     """A `.ckpt` file, a Hugging Face directory, or a hub name → (model, tokenizer)."""
     p = Path(path)
+    if p.is_dir() and (p / "zoo.json").is_file():  # a folder `zoo quantize` wrote (zoo.compress)
+        from zoo.compress.quantize import is_quantized_dir, load_quantized
+
+        if is_quantized_dir(p):
+            return load_quantized(p)
     if p.is_dir() and not is_sharded_checkpoint(p):
         from zoo.hf import from_hf
 

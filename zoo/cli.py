@@ -67,6 +67,7 @@ def generate(
     use_cache: bool = True,
     device: str = "cpu",
     num_beams: int = 1,
+    quantize: Optional[str] = None,
 ) -> str:
     """Continue a prompt with a trained model (GPT), or transform it with an encoder-decoder (T5, BART).
 
@@ -85,6 +86,8 @@ def generate(
         num_beams: beam search with more than 1 (not combined with sampling). Decoder-only models
             print prompt + continuation; encoder-decoders read the prompt as the encoder input and
             print the decoder output.
+        quantize: quantize the model with torchao before decoding: "int8-weight", "int8-dynamic"
+            (CPU or CUDA), "int4-weight", "float8" (CUDA); see `zoo quantize`.
     """
     check_generate_arguments(max_new_tokens, temperature, top_k, top_p, num_beams)
     from zoo.checkpoint import load_model
@@ -98,6 +101,10 @@ def generate(
     except ZooError as err:
         raise ZooError(f"'{model}': {err}; zoo generate cannot run it") from None
     net = net.to(device)
+    if quantize is not None:
+        from zoo.compress.quantize import quantize as quantize_model
+
+        net = quantize_model(net, quantize)
     temperature = kind.default_temperature if temperature is None else temperature
     if temperature > 0 and num_beams > 1:
         raise ZooError(f"--temperature {temperature} samples, --num_beams {num_beams} runs beam search; "
@@ -159,6 +166,10 @@ EXTRA_COMMANDS["export"] = export
 from zoo.serve import serve  # noqa: E402  (zoo serve; FastAPI and uvicorn load on use)
 
 EXTRA_COMMANDS["serve"] = serve
+from zoo.compress.commands import prune, quantize  # noqa: E402  (zoo quantize / prune; torchao loads on use)
+
+EXTRA_COMMANDS["quantize"] = quantize
+EXTRA_COMMANDS["prune"] = prune
 
 
 def _known_keys() -> list[str]:

@@ -179,29 +179,6 @@ def _put_components(model: nn.Module, name: str, template: torch.Tensor, saved: 
     setattr(model.get_submodule(module_name), attr, nn.Parameter(tensor, requires_grad=False))
 
 
-def quantize_command(model: str, out: str, scheme: Scheme = "int8-weight", device: str = "cpu") -> str:
-    """Quantize a trained model with torchao and save it as a folder that `zoo generate`, `zoo serve`
-    and `zoo quantize`'s own loader read back (model.safetensors of plain tensors + zoo.json).
-
-    Args:
-        model: a `.ckpt` file written by `zoo fit`, a Hugging Face directory, or a hub name.
-        out: the output folder.
-        scheme: "int8-weight" or "int8-dynamic" (CPU or CUDA); "int4-weight" or "float8" (CUDA only).
-        device: where to quantize ("cpu", "cuda").
-    """
-    from zoo.checkpoint import load_model
-
-    check_scheme(scheme, device)
-    net, tokenizer = load_model(model)
-    before = sum(t.numel() * t.element_size() for t in plain_state(net).values())
-    quantize(net.to(device), scheme)
-    folder = save_quantized(net, out, scheme, tokenizer)
-    after = (folder / "model.safetensors").stat().st_size
-    print(f"{scheme}: {len(quantizable_linears(net))} linear layers quantized; "
-          f"{before / 2**20:.2f} MiB of float weights -> {after / 2**20:.2f} MiB in {folder}")
-    return str(folder)
-
-
 def maybe_quantize(model: nn.Module, scheme: Optional[str]) -> nn.Module:
     """`quantize(model, scheme)` unless `scheme` is None (the `--quantize` option of zoo generate/serve)."""
     return model if scheme is None else quantize(model, scheme)  # type: ignore[arg-type]
