@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.text import Perplexity
 
+from zoo.evaluation import metrics
 from zoo.generation import generate
 from zoo.parallel import is_sharded
 from zoo.tasks.base import Schedule, Task
@@ -55,7 +55,7 @@ class CausalLM(Task):
         self.train_ppl = LossPerplexity()
         # A model with `forward(..., labels=)` (zoo's GPT) fuses its head with the loss: no (B, T, V) logits.
         self.fused_loss = "labels" in inspect.signature(model.forward).parameters
-        self.val_ppl = Perplexity(ignore_index=-100)
+        self.val_ppl = metrics.perplexity()
         self.val_loss = MeanMetric()
         self.last_sample: Optional[str] = None
 

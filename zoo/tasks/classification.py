@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from zoo.errors import ZooError
+from zoo.evaluation import metrics
 from zoo.families import can, family_of, require
 from zoo.models.base import Capability
 from zoo.tasks.base import Schedule, Task
@@ -123,9 +123,8 @@ class SequenceClassification(Task):
         self.num_labels = num_labels
         if not self.text_to_text and not hasattr(self, "classifier"):
             self.classifier = nn.Sequential(nn.Dropout(self.classifier_dropout), self._new_head(num_labels))
-        self.val_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
-        self.val_f1 = MulticlassF1Score(num_classes=num_labels, average="macro")
-        self.train_acc = MulticlassAccuracy(num_classes=num_labels, average="micro")
+        self.val_acc, self.val_f1 = metrics.accuracy(num_labels), metrics.macro_f1(num_labels)
+        self.train_acc = metrics.accuracy(num_labels)
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)

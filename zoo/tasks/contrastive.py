@@ -29,6 +29,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.evaluation.metrics import recall_at_k, zero_shot_accuracy  # noqa: F401  (also imported from here)
 from zoo.tasks.base import Schedule, Task
 
 
@@ -74,18 +75,6 @@ def contrastive_loss(image_embeds: torch.Tensor, text_embeds: torch.Tensor, logi
 
 
 # ----------------------------------------------------------------------------- metrics
-def recall_at_k(similarity: torch.Tensor, positives: torch.Tensor, k: int) -> torch.Tensor:
-    """Share of queries with a positive among their top k candidates.
-
-    similarity: (Q, C) scores; positives: (Q, C) bool, at least one per query. A query's rank
-    is the number of candidates scoring strictly above its best positive (ties count in its
-    favour), and it is a hit when that rank is below k.
-    """
-    best_positive = similarity.masked_fill(~positives, float("-inf")).max(dim=1, keepdim=True).values
-    rank = (similarity > best_positive).sum(dim=1)
-    return (rank < k).float().mean()
-
-
 _KEY_WEIGHTS = torch.randint(1, 2**31, (4096,), generator=torch.Generator().manual_seed(0))
 
 
@@ -109,11 +98,6 @@ def zero_shot_classifier(
     batch = {k: v.to(device) for k, v in tokenize(prompts).items()}
     embeds = F.normalize(encode_text(batch["input_ids"], batch["attention_mask"]).float(), dim=-1)
     return F.normalize(embeds.view(len(class_names), len(templates), -1).mean(dim=1), dim=-1)
-
-
-def zero_shot_accuracy(image_embeds: torch.Tensor, class_embeds: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Share of images whose most similar class embedding is their label."""
-    return ((image_embeds.float() @ class_embeds.t()).argmax(dim=-1) == labels).float().mean()
 
 
 def check_data_matches_model(model: nn.Module, datamodule) -> None:

@@ -10,10 +10,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
-from torchmetrics.text import Perplexity
 
 from zoo.errors import ZooError
+from zoo.evaluation import metrics
 from zoo.tasks.base import Schedule, Task
 
 IGNORE_INDEX = -100
@@ -49,9 +48,8 @@ class MaskedLM(Task):
     ):
         super().__init__(model, optimizer, schedule, warmup_steps, min_lr_ratio, **kwargs)
         vocab = model.config.vocab_size
-        self.train_acc = MulticlassAccuracy(num_classes=vocab, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes=vocab, average="micro")
-        self.train_ppl, self.val_ppl = Perplexity(), Perplexity()
+        self.train_acc, self.val_acc = metrics.accuracy(vocab), metrics.accuracy(vocab)
+        self.train_ppl, self.val_ppl = metrics.perplexity(), metrics.perplexity()
         self.val_loss = MeanMetric()
 
     def setup(self, stage: str) -> None:

@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanMetric
-from torchmetrics.text import BLEUScore, Perplexity, ROUGEScore
 
 from zoo.errors import ZooError
+from zoo.evaluation import metrics
 from zoo.tasks.base import Schedule, Task
 
 IGNORE_INDEX = -100
@@ -55,6 +55,13 @@ def ids_to_text(ids: list[int], tokenizer, drop: set[int], stop: Optional[int]) 
     if tokenizer is None:
         return " ".join(map(str, ids))
     return tokenizer.decode(ids, skip_special_tokens=False)
+
+
+def output_text(model: nn.Module, ids: list[int], tokenizer) -> str:
+    """A decoder output's (or target's) text, as BLEU and ROUGE score it: cut at eos, without pad and start ids."""
+    c = model.config
+    drop = {c.pad_token_id, c.decoder_start_token_id, getattr(c, "bos_token_id", None)} - {c.eos_token_id, None}
+    return ids_to_text(ids, tokenizer, drop, c.eos_token_id)
 
 
 class Seq2SeqLM(Task):
@@ -93,10 +100,10 @@ class Seq2SeqLM(Task):
             raise ZooError("need generate_batches >= 0 and num_beams >= 1")
         self.generate_examples = generate_examples
         self.generate_batches, self.max_new_tokens, self.num_beams = generate_batches, max_new_tokens, num_beams
-        self.train_ppl, self.val_ppl = Perplexity(ignore_index=IGNORE_INDEX), Perplexity(ignore_index=IGNORE_INDEX)
+        self.train_ppl, self.val_ppl = metrics.perplexity(), metrics.perplexity()
         self.val_loss = MeanMetric()
-        self.bleu = nn.ModuleDict({m: BLEUScore(n_gram=4, smooth=True) for m in ("greedy", "beam")})
-        self.rouge = nn.ModuleDict({m: ROUGEScore(rouge_keys=("rougeL",)) for m in ("greedy", "beam")})
+        self.bleu = nn.ModuleDict({m: metrics.bleu() for m in ("greedy", "beam")})
+        self.rouge = nn.ModuleDict({m: metrics.rouge_l() for m in ("greedy", "beam")})
         self.last_examples: list[tuple[str, str, str]] = []  # (target, greedy, beam) of the last validation
 
     def setup(self, stage: str) -> None:
@@ -134,9 +141,7 @@ class Seq2SeqLM(Task):
         return [self._text(row[1:].tolist()) for row in out]
 
     def _text(self, ids: list[int]) -> str:
-        c = self.model.config
-        drop = {c.pad_token_id, c.decoder_start_token_id, getattr(c, "bos_token_id", None)} - {c.eos_token_id, None}
-        return ids_to_text(ids, self.tokenizer(), drop, c.eos_token_id)
+        return output_text(self.model, ids, self.tokenizer())
 
     def _score_decoding(self, batch: dict, batch_idx: int) -> None:
         targets = [self._text(row.tolist()) for row in batch["labels"]]
