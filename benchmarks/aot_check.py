@@ -52,6 +52,10 @@ def _t5(B, H, Hkv, S):
     return torch.ones(H, 32, device="meta")
 
 
+def _segments(B, H, Hkv, S):
+    return torch.zeros(B, S, dtype=torch.long, device="meta")
+
+
 # The attention feature sets models use: name -> `attention()` options (a callable builds the tensor
 # from B, H, Hkv, S). `kv_heads` sets the key/value heads (GQA). Adding a feature is one entry.
 FEATURE_SETS = {
@@ -63,9 +67,10 @@ FEATURE_SETS = {
     "alibi": dict(causal=True, alibi_slopes=_slopes),
     "t5-encoder": dict(t5_bias=_t5, key_padding_mask=_mask),
     "t5-decoder": dict(causal=True, t5_bias=_t5),
+    "documents": dict(causal=True, segment_ids=_segments),  # packed examples (instruction tuning)
 }
 UNCHECKED = {"all": dict(causal=True, kv_heads=2, window=256, key_padding_mask=_mask, alibi_slopes=_slopes,
-                         t5_bias=_t5)}
+                         t5_bias=_t5, segment_ids=_segments)}
 HEAD_DIMS = (64, 80, 128)
 HIDDEN = (768, 1024, 2048, 4096, 8192, 16384, 65536)  # the norm launcher's configs change with N
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -80,6 +85,7 @@ SUITE = [
     ("attention", "alibi", 128, "bf16", 80, "first"),
     ("attention", "gqa", 64, "fp16", 80, "first"),
     ("attention", "window", 80, "bf16", 90, "first"),
+    ("attention", "documents", 64, "bf16", 90, "first"),
     ("norm", "layer", 16384, "bf16", 90, "all"),
     ("norm", "rms", 65536, "fp16", 80, "all"),
 ]
@@ -103,7 +109,7 @@ def attention_launches(features: str, head_dim: int, dtype: str) -> list:
     k, v = (torch.empty(BATCH, hkv, SEQ, head_dim, dtype=t, device="meta") for _ in range(2))
     spec = attn._make_spec(q, opts.pop("causal", False), None, opts.pop("window", None),
                            opts.pop("key_padding_mask", None), opts.pop("alibi_slopes", None),
-                           opts.pop("t5_bias", None))
+                           opts.pop("t5_bias", None), segment_ids=opts.pop("segment_ids", None))
     assert not opts, f"feature options not passed to the kernels: {sorted(opts)}"
     with recorded_launches() as launches:
         o, lse = attn._forward(q, k, v, spec)

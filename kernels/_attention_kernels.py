@@ -48,13 +48,23 @@ def _load_vec(base, rows, n_rows, other, CHECK_ROWS: tl.constexpr):
 
 
 @triton.jit
-def _bias_and_mask(s, qi, kj, kpm, Sk, pos_off, window, slope2, t5_row, t5_L,
+def _load_seg(seg_base, idx, n, other, HAS_SEG: tl.constexpr):
+    """Segment ids at positions `idx` (`other` past n); `idx` itself (unused) without segments."""
+    seg = idx
+    if HAS_SEG:
+        seg = tl.load(seg_base + idx, mask=(idx >= 0) & (idx < n), other=other)
+    return seg
+
+
+@triton.jit
+def _bias_and_mask(s, qi, kj, kpm, qseg, kseg, Sk, pos_off, window, slope2, t5_row, t5_L,
                    GEOMETRY: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                   HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+                   HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr):
     """Add the position biases (log2 units) to scores `s` and set hidden pairs to −inf.
 
-    qi / kj are query / key indices broadcastable to s (either orientation). GEOMETRY=False is for
-    blocks known to lie inside the causal/window/Sk limits, which then skip those comparisons.
+    qi / kj are query / key indices broadcastable to s (either orientation), qseg / kseg their
+    segment (document) ids. GEOMETRY=False is for blocks known to lie inside the causal/window/Sk
+    limits, which then skip those comparisons; padding and segments are tested in every block.
     """
     if HAS_ALIBI:
         s = s - slope2 * tl.abs(kj - (qi + pos_off)).to(tl.float32)
@@ -72,6 +82,8 @@ def _bias_and_mask(s, qi, kj, kpm, Sk, pos_off, window, slope2, t5_row, t5_L,
         s = tl.where(keep, s, float("-inf"))
     if HAS_KPM:
         s = tl.where(kpm, s, float("-inf"))
+    if HAS_SEG:
+        s = tl.where(qseg == kseg, s, float("-inf"))
     return s
 
 
@@ -141,11 +153,11 @@ def _query_range(start_n, Sq, Sk, pos_off, window, BLOCK_M: tl.constexpr, BLOCK_
 
 
 @triton.jit
-def _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn, lo, hi,
+def _fwd_stage(acc, m_i, l_i, q, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn, stride_vn, lo, hi,
                Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
                HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
                MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-               HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+               HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr):
     """Online softmax over key blocks [lo, hi) (Algorithm 1 of FlashAttention-2)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -154,9 +166,11 @@ def _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, st
         kpm = offs_n
         if HAS_KPM:
             kpm = tl.load(kpm_base + offs_n, mask=offs_n < Sk, other=0) != 0
+        kseg = _load_seg(seg_base, offs_n, Sk, -2, HAS_SEG)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale  # (BM, BN), log2 units
-        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], Sk, pos_off, window,
-                           slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], qseg[:, None], kseg[None, :], Sk,
+                           pos_off, window, slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI,
+                           HAS_T5, HAS_SEG)
         m_new = tl.maximum(m_i, tl.max(s, 1))
         # a row that has seen only hidden keys keeps m = -inf; shift by 0 so exp2 gives 0, not NaN
         m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
@@ -177,15 +191,16 @@ def _attn_fwd(
     KPM,  # (B, Sk) uint8 key padding mask, 1 = attend; read only if HAS_KPM
     ALIBI,  # (H,) fp32 slopes times log2(e); read only if HAS_ALIBI
     T5REL,  # (H, 2L+1) fp32: t5_bias[h, bucket(r)]·log2(e) for r = -L..L; read only if HAS_T5
+    SEG,  # (B, Sk) int32 segment (document) id of each key; query i has that of key i + pos_off; if HAS_SEG
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn,
-    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om, stride_kpm,
+    stride_vb, stride_vh, stride_vn, stride_ob, stride_oh, stride_om, stride_kpm, stride_seg,
     H, GROUP,  # query heads; query heads per key/value head
     Sq, Sk, pos_off, window,  # pos_off = Sk - Sq: query i sits at position i + pos_off
     qk_scale, t5_L,  # softmax scale times log2(e); half-width of the T5 table
     Q_BUCKET, K_BUCKET,  # powers of two >= Sq, Sk: autotune keys only, so lengths share configs
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
-    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -193,6 +208,7 @@ def _attn_fwd(
     b = (bh // H).to(tl.int64)
     h = bh % H
     hk = (h // GROUP).to(tl.int64)
+    seg_base = SEG + b * stride_seg
     q_base = Q + b * stride_qb + h.to(tl.int64) * stride_qh
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
@@ -204,6 +220,7 @@ def _attn_fwd(
 
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     q = _load_tile(q_base, offs_m, stride_qm, Sq, HEAD_DIM, D_PAD, True)
+    qseg = _load_seg(seg_base, offs_m + pos_off, Sk, -1, HAS_SEG)
     m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, D_PAD], tl.float32)
@@ -211,18 +228,18 @@ def _attn_fwd(
     lo, full_lo, full_hi, hi = _key_range(pid_m * BLOCK_M, Sk, pos_off, window, BLOCK_M, BLOCK_N,
                                           CAUSAL, HAS_WINDOW)
     # masked edge blocks, then the mask-free interior, then masked edge blocks again
-    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn, stride_vn,
                                lo, full_lo, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
                                HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, True,
-                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn, stride_vn,
                                full_lo, full_hi, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
                                HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, False,
-                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+    acc, m_i, l_i = _fwd_stage(acc, m_i, l_i, q, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn, stride_vn,
                                full_hi, hi, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
                                HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, True,
-                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+                               CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
@@ -257,11 +274,11 @@ def _attn_bwd_preprocess(
 
 
 @triton.jit
-def _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, lse_base, delta_base, stride_qm, stride_dom,
-                lo, hi, Sq, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
+def _dkdv_stage(dk, dv, k, v, kpm, kseg, offs_n, q_base, do_base, lse_base, delta_base, seg_base, stride_qm,
+                stride_dom, lo, hi, Sq, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_L,
                 HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_M: tl.constexpr, DOT_PREC: tl.constexpr,
                 MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-                HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+                HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr):
     """Accumulate dK, dV of one key block over query blocks [lo, hi) of one query head."""
     for start_m in range(lo, hi, BLOCK_M):
         offs_m = start_m + tl.arange(0, BLOCK_M)
@@ -270,10 +287,12 @@ def _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, lse_base, delta_base
         # rows past Sq read lse = +inf, so their probabilities (and gradients) are exactly 0
         lse = _load_vec(lse_base, offs_m, Sq, float("inf"), MASKED)
         delta = _load_vec(delta_base, offs_m, Sq, 0.0, MASKED)
+        qseg = _load_seg(seg_base, offs_m + pos_off, Sk, -1, HAS_SEG)
         # keys on rows, queries on columns: dK and dV then come out of untransposed dots
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale  # (BN, BM)
-        s_t = _bias_and_mask(s_t, offs_m[None, :], offs_n[:, None], kpm[:, None], Sk, pos_off, window,
-                             slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        s_t = _bias_and_mask(s_t, offs_m[None, :], offs_n[:, None], kpm[:, None], qseg[None, :], kseg[:, None], Sk,
+                             pos_off, window, slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI,
+                             HAS_T5, HAS_SEG)
         p_t = tl.exp2(s_t - lse[None, :])
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
@@ -287,13 +306,13 @@ def _attn_bwd_dkdv(
     Q, K, V, DO,  # as in the forward; DO (B, H, Sq, D) head dim contiguous
     DK, DV,  # (B, Hkv, Sk, D) out, contiguous
     LSE, DELTA,  # (B, H, Sq) fp32 from the forward / preprocess
-    KPM, ALIBI, T5REL,  # as in the forward
+    KPM, ALIBI, T5REL, SEG,  # as in the forward
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_dob, stride_doh, stride_dom, stride_dkb, stride_dkh, stride_dkn, stride_kpm,
+    stride_dob, stride_doh, stride_dom, stride_dkb, stride_dkh, stride_dkn, stride_kpm, stride_seg,
     H, GROUP, Sq, Sk, pos_off, window, qk_scale, sm_scale, t5_L, Q_BUCKET, K_BUCKET,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
-    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_n = tl.program_id(0)
@@ -314,6 +333,8 @@ def _attn_bwd_dkdv(
         full_lo = tl.where(live, full_lo, lo)
         full_hi = tl.where(live, full_hi, lo)
         hi = tl.where(live, hi, lo)
+    seg_base = SEG + b * stride_seg
+    kseg = _load_seg(seg_base, offs_n, Sk, -2, HAS_SEG)
     dk = tl.zeros([BLOCK_N, D_PAD], tl.float32)
     dv = tl.zeros([BLOCK_N, D_PAD], tl.float32)
     # the query heads sharing this key/value head, one after another: no atomics, no reduction pass
@@ -326,18 +347,18 @@ def _attn_bwd_dkdv(
         if HAS_ALIBI:
             slope2 = tl.load(ALIBI + h)
         t5_row = T5REL + h * (2 * t5_L + 1)
-        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
-                             stride_qm, stride_dom, lo, full_lo, Sq, Sk, pos_off, window, qk_scale, slope2,
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, kseg, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             seg_base, stride_qm, stride_dom, lo, full_lo, Sq, Sk, pos_off, window, qk_scale, slope2,
                              t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, True,
-                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
-                             stride_qm, stride_dom, full_lo, full_hi, Sq, Sk, pos_off, window, qk_scale, slope2,
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, kseg, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             seg_base, stride_qm, stride_dom, full_lo, full_hi, Sq, Sk, pos_off, window, qk_scale, slope2,
                              t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, False,
-                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
-                             stride_qm, stride_dom, full_hi, hi, Sq, Sk, pos_off, window, qk_scale, slope2,
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+        dk, dv = _dkdv_stage(dk, dv, k, v, kpm, kseg, offs_n, q_base, do_base, LSE + bh * Sq, DELTA + bh * Sq,
+                             seg_base, stride_qm, stride_dom, full_hi, hi, Sq, Sk, pos_off, window, qk_scale, slope2,
                              t5_row, t5_L, HEAD_DIM, D_PAD, BLOCK_M, DOT_PREC, True,
-                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+                             CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
     dk_base = DK + b * stride_dkb + hk * stride_dkh
     dv_base = DV + b * stride_dkb + hk * stride_dkh
     _store_tile(dk_base, dk * sm_scale, offs_n, stride_dkn, Sk, HEAD_DIM, D_PAD)
@@ -358,11 +379,11 @@ def _t5_bucket_sums(t5g, ds, offs_m, offs_n, pos_off, t5_bucket, t5_L, NB_PAD: t
 
 
 @triton.jit
-def _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn, lo, hi,
-              Sk, pos_off, window, qk_scale, slope2, t5_row, t5_bucket, t5_L,
+def _dq_stage(dq, t5g, q, do, lse, delta, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn, stride_vn,
+              lo, hi, Sk, pos_off, window, qk_scale, slope2, t5_row, t5_bucket, t5_L,
               HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, BLOCK_N: tl.constexpr, DOT_PREC: tl.constexpr,
               NB_PAD: tl.constexpr, MASKED: tl.constexpr, CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr,
-              HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr):
+              HAS_KPM: tl.constexpr, HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr):
     """Accumulate dQ (and the T5 table gradient) of one query block over key blocks [lo, hi)."""
     for start_n in range(lo, hi, BLOCK_N):
         offs_n = start_n + tl.arange(0, BLOCK_N)
@@ -371,9 +392,11 @@ def _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stri
         kpm = offs_n
         if HAS_KPM:
             kpm = tl.load(kpm_base + offs_n, mask=offs_n < Sk, other=0) != 0
+        kseg = _load_seg(seg_base, offs_n, Sk, -2, HAS_SEG)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale
-        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], Sk, pos_off, window,
-                           slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+        s = _bias_and_mask(s, offs_m[:, None], offs_n[None, :], kpm[None, :], qseg[:, None], kseg[None, :], Sk,
+                           pos_off, window, slope2, t5_row, t5_L, MASKED, CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI,
+                           HAS_T5, HAS_SEG)
         p = tl.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
@@ -386,15 +409,15 @@ def _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stri
 @triton.jit
 def _attn_bwd_dq(
     Q, K, V, DO, DQ,  # DQ (B, H, Sq, D) out, contiguous
-    LSE, DELTA, KPM, ALIBI, T5REL,
+    LSE, DELTA, KPM, ALIBI, T5REL, SEG,
     T5BUCKET,  # (2L+1,) int32 bucket of r = -L..L; read only if HAS_T5
     T5GRAD,  # (B*H, t5_rows, NB_PAD) fp32 out: per-program partial sums of the table gradient
     stride_qb, stride_qh, stride_qm, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-    stride_dob, stride_doh, stride_dom, stride_dqb, stride_dqh, stride_dqm, stride_kpm,
+    stride_dob, stride_doh, stride_dom, stride_dqb, stride_dqh, stride_dqm, stride_kpm, stride_seg,
     H, GROUP, Sq, Sk, pos_off, window, qk_scale, sm_scale, t5_L, t5_rows, Q_BUCKET, K_BUCKET,
     HEAD_DIM: tl.constexpr, D_PAD: tl.constexpr, DOT_PREC: tl.constexpr,
     CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KPM: tl.constexpr,
-    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, NB_PAD: tl.constexpr,
+    HAS_ALIBI: tl.constexpr, HAS_T5: tl.constexpr, HAS_SEG: tl.constexpr, NB_PAD: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
@@ -411,6 +434,8 @@ def _attn_bwd_dq(
     k_base = K + b * stride_kb + hk * stride_kh
     v_base = V + b * stride_vb + hk * stride_vh
     kpm_base = KPM + b * stride_kpm
+    seg_base = SEG + b * stride_seg
+    qseg = _load_seg(seg_base, offs_m + pos_off, Sk, -1, HAS_SEG)
     slope2 = 0.0
     if HAS_ALIBI:
         slope2 = tl.load(ALIBI + h)
@@ -419,18 +444,21 @@ def _attn_bwd_dq(
     t5g = tl.zeros([NB_PAD], tl.float32)
     lo, full_lo, full_hi, hi = _key_range(pid_m * BLOCK_M, Sk, pos_off, window, BLOCK_M, BLOCK_N,
                                           CAUSAL, HAS_WINDOW)
-    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn,
+                        stride_vn,
                         lo, full_lo, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
                         HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, True,
-                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn,
+                        stride_vn,
                         full_lo, full_hi, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
                         HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, False,
-                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
-    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, k_base, v_base, kpm_base, stride_kn, stride_vn,
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
+    dq, t5g = _dq_stage(dq, t5g, q, do, lse, delta, offs_m, qseg, k_base, v_base, kpm_base, seg_base, stride_kn,
+                        stride_vn,
                         full_hi, hi, Sk, pos_off, window, qk_scale, slope2, t5_row, T5BUCKET, t5_L,
                         HEAD_DIM, D_PAD, BLOCK_N, DOT_PREC, NB_PAD, True,
-                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5)
+                        CAUSAL, HAS_WINDOW, HAS_KPM, HAS_ALIBI, HAS_T5, HAS_SEG)
     dq_base = DQ + b * stride_dqb + h.to(tl.int64) * stride_dqh
     _store_tile(dq_base, dq * sm_scale, offs_m, stride_dqm, Sq, HEAD_DIM, D_PAD)
     if HAS_T5:

@@ -11,7 +11,8 @@ Inside the kernels, beyond plain attention:
 
 * grouped-query attention (Ainslie et al., 2023): query head h reads key/value head h // (H/Hkv);
 * causal masks aligned bottom-right (query i sits at position i + Sk − Sq, as in a KV cache),
-  sliding windows |pos_i − j| ≤ w, and a key padding mask. Key blocks no query of a block can see
+  sliding windows |pos_i − j| ≤ w, a key padding mask, and document (segment) masking for packed
+  sequences: per-token segment ids, a query seeing only keys of its own segment. Key blocks no query of a block can see
   are never visited, and blocks every query sees fully skip the mask arithmetic;
 * ALiBi (Press et al., 2022): −slope_h·|pos_i − j| added to the scaled score;
 * T5 relative position buckets (Raffel et al., 2020) with a learned (H, num_buckets) table. The
@@ -120,7 +121,8 @@ def _pruner(kind):
     return prune
 
 
-_TUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5"]
+_TUNE_KEY = ["Q_BUCKET", "K_BUCKET", "HEAD_DIM", "GROUP", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5",
+             "HAS_SEG"]
 _PLAIN = {"fwd": _attn_fwd, "dkdv": _attn_bwd_dkdv, "dq": _attn_bwd_dq}
 _TUNED = {
     name: triton.autotune(_configs(name), key=_TUNE_KEY, prune_configs_by={"early_config_prune": _pruner(name)})(fn)
@@ -135,7 +137,8 @@ def _fixed_choice(name: str, args: dict) -> triton.Config:
     """The first fixed config that compiles clean on this device, remembered per kernel variant so a
     small launch pays for the choice once."""
     key = (name, torch.cuda.current_device(), args["Q"].dtype, args["GROUP"] == 1,
-           *(args[k] for k in ("HEAD_DIM", "D_PAD", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5")))
+           *(args[k] for k in ("HEAD_DIM", "D_PAD", "CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5",
+                                                 "HAS_SEG")))
     if key not in _FIXED_CHOICE:
         facts = _facts_on_device(name, args)
         _FIXED_CHOICE[key] = keep_fitting(fixed_configs(name, args["D_PAD"]), facts, device_smem_limit())[0]
@@ -172,6 +175,7 @@ class _Spec:
     t5_L: int = 0
     t5_num_buckets: int = 0
     t5_rel: torch.Tensor | None = None  # (H, 2L+1) fp32, filled in by the forward
+    seg: torch.Tensor | None = None  # (B, Sk) int32 segment id of each key (queries: the last Sq of them)
 
 
 def _strides(prefix: str, t: torch.Tensor, row: str) -> dict:
@@ -187,7 +191,9 @@ def _common_args(q: torch.Tensor, k: torch.Tensor, spec: _Spec) -> dict:
         KPM=spec.kpm if spec.kpm is not None else dummy,
         ALIBI=spec.alibi2 if spec.alibi2 is not None else dummy,
         T5REL=spec.t5_rel if spec.t5_rel is not None else dummy,
+        SEG=spec.seg if spec.seg is not None else dummy,
         stride_kpm=spec.kpm.stride(0) if spec.kpm is not None else 0,
+        stride_seg=spec.seg.stride(0) if spec.seg is not None else 0,
         H=H, GROUP=H // Hkv, Sq=Sq, Sk=Sk, pos_off=Sk - Sq, window=spec.window or 0,
         qk_scale=spec.scale * LOG2E, t5_L=spec.t5_L,
         Q_BUCKET=triton.next_power_of_2(Sq), K_BUCKET=triton.next_power_of_2(Sk),
@@ -195,7 +201,7 @@ def _common_args(q: torch.Tensor, k: torch.Tensor, spec: _Spec) -> dict:
         # fp32 inputs get true fp32 products (not tf32), so fp32 stays a precise reference mode
         DOT_PREC="ieee" if q.dtype == torch.float32 else None,
         CAUSAL=spec.causal, HAS_WINDOW=spec.window is not None, HAS_KPM=spec.kpm is not None,
-        HAS_ALIBI=spec.alibi2 is not None, HAS_T5=spec.t5_rel is not None,
+        HAS_ALIBI=spec.alibi2 is not None, HAS_T5=spec.t5_rel is not None, HAS_SEG=spec.seg is not None,
     )
 
 
@@ -262,7 +268,7 @@ class _FlashAttention(torch.autograd.Function):
         return dq, dk, dv, dt5, None
 
 
-def _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window) -> None:
+def _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window, segment_ids=None) -> None:
     if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
         raise ValueError(f"attention expects q (B, H, Sq, D) and k, v (B, Hkv, Sk, D), got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
@@ -279,6 +285,14 @@ def _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window) -> None:
         raise ValueError(f"t5_bias must be (H={H}, num_buckets), got {tuple(t5_bias.shape)}")
     if window is not None and window < 0:
         raise ValueError(f"window must be >= 0 or None, got {window}")
+    if segment_ids is not None:
+        if tuple(segment_ids.shape) != (B, k.shape[2]):
+            raise ValueError(f"segment_ids must be (B, Sk) = {(B, k.shape[2])}, got {tuple(segment_ids.shape)}")
+        if segment_ids.dtype.is_floating_point or segment_ids.dtype == torch.bool:
+            raise ValueError(f"segment_ids must be integers, got {segment_ids.dtype}")
+        if q.shape[2] > k.shape[2]:
+            raise ValueError(f"segment_ids need Sq <= Sk (query i has the segment of key i + Sk - Sq), "
+                             f"got Sq={q.shape[2]} > Sk={k.shape[2]}")
 
 
 def _validate_t5(t5_bias, num_buckets: int, max_distance: int, bidirectional: bool) -> None:
@@ -304,30 +318,32 @@ def _check_kernel_inputs(q, k, v) -> None:
 
 
 def attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mask=None, alibi_slopes=None,
-              t5_bias=None, t5_num_buckets=32, t5_max_distance=128, t5_bidirectional=True):
+              t5_bias=None, t5_num_buckets=32, t5_max_distance=128, t5_bidirectional=True, segment_ids=None):
     """Fused attention softmax(scale·QKᵀ + bias)·V over (B, H, Sq, D) queries, never materializing scores.
 
     k, v are (B, Hkv, Sk, D) with H a multiple of Hkv (grouped-query attention). `causal` aligns
     bottom-right (query i sits at position i + Sk − Sq); `window` w keeps keys with |pos_i − j| ≤ w;
     `key_padding_mask` (B, Sk) is True where keys are attended. `alibi_slopes` (H,) adds
     −slope·|pos_i − j|; `t5_bias` (H, num_buckets) adds the learned T5 bias of bucket(j − pos_i)
-    and receives a (deterministic) gradient. Rows that see no key return 0. The scale defaults to
-    1/sqrt(D). Runs on CUDA, or on CPU with TRITON_INTERPRET=1; otherwise raises RuntimeError.
+    and receives a (deterministic) gradient. `segment_ids` (B, Sk) integers give each key a segment
+    (document) of a packed sequence; query i has the segment of key i + Sk − Sq and sees only keys of
+    its own segment (combined with the other masks). Rows that see no key return 0. The scale
+    defaults to 1/sqrt(D). Runs on CUDA, or on CPU with TRITON_INTERPRET=1; otherwise raises RuntimeError.
     """
-    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window)
+    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window, segment_ids)
     _validate_t5(t5_bias, t5_num_buckets, t5_max_distance, t5_bidirectional)
-    check_device(q, k, v, key_padding_mask, alibi_slopes, t5_bias)
+    check_device(q, k, v, key_padding_mask, alibi_slopes, t5_bias, segment_ids)
     _check_kernel_inputs(q, k, v)
     if q.numel() == 0 or k.shape[2] == 0:  # nothing to attend to: every row is empty
         return q.new_zeros(q.shape)
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     spec = _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias, t5_num_buckets,
-                      t5_max_distance, t5_bidirectional)
+                      t5_max_distance, t5_bidirectional, segment_ids=segment_ids)
     return _FlashAttention.apply(q, k, v, t5_bias, spec)
 
 
 def _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias, t5_num_buckets=32,
-               t5_max_distance=128, t5_bidirectional=True) -> _Spec:
+               t5_max_distance=128, t5_bidirectional=True, *, segment_ids=None) -> _Spec:
     """The kernels' view of `attention`'s options (tensors detached, converted and contiguous)."""
     spec = _Spec(
         causal=bool(causal),
@@ -336,6 +352,7 @@ def _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias
         kpm=None if key_padding_mask is None else key_padding_mask.to(torch.uint8).contiguous(),
         alibi2=None if alibi_slopes is None else (alibi_slopes.detach().float() * LOG2E).contiguous(),
         t5_bucket=None,
+        seg=None if segment_ids is None else segment_ids.to(torch.int32).contiguous(),
     )
     if t5_bias is not None:
         spec.t5_bucket, spec.t5_L = t5_bucket_table(q.device, t5_num_buckets, t5_max_distance, t5_bidirectional)
@@ -347,10 +364,10 @@ def _make_spec(q, causal, scale, window, key_padding_mask, alibi_slopes, t5_bias
 
 def reference_attention(q, k, v, *, causal=False, scale=None, window=None, key_padding_mask=None,
                         alibi_slopes=None, t5_bias=None, t5_num_buckets=32, t5_max_distance=128,
-                        t5_bidirectional=True):
+                        t5_bidirectional=True, segment_ids=None):
     """Plain-torch `attention`: materializes the (B, H, Sq, Sk) scores. Half precision is computed in
     float32, float64 stays float64; the result has q's dtype. Rows that see no key return 0."""
-    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window)
+    _validate(q, k, v, key_padding_mask, alibi_slopes, t5_bias, window, segment_ids)
     _validate_t5(t5_bias, t5_num_buckets, t5_max_distance, t5_bidirectional)
     B, H, Sq, D = q.shape
     Hkv, Sk = k.shape[1], k.shape[2]
@@ -375,6 +392,8 @@ def reference_attention(q, k, v, *, causal=False, scale=None, window=None, key_p
     keep = keep[None, None].expand(B, H, Sq, Sk)
     if key_padding_mask is not None:
         keep = keep & key_padding_mask.bool()[:, None, None, :]
+    if segment_ids is not None:
+        keep = keep & (segment_ids[:, Sk - Sq:, None] == segment_ids[:, None, :])[:, None]
     scores = scores.masked_fill(~keep, float("-inf"))
     # rows with no key: softmax over all -inf is NaN, so give them finite scores and zero weights
     alive = keep.any(dim=-1, keepdim=True)

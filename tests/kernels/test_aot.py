@@ -2,7 +2,7 @@
 
 `benchmarks/aot_check.py --suite` compiles a representative subset of what the launchers may pick
 (attention forward/preprocess/dK-dV/dQ with T5 + padding at D=128 on sm_90, ALiBi, GQA and sliding
-window at D=128/64/80 on sm_80/sm_90, both dtypes; LayerNorm and the looped RMSNorm) through the
+window at D=128/64/80 on sm_80/sm_90, document masking at D=64 on sm_90, both dtypes; LayerNorm and the looped RMSNorm) through the
 ptxas in the Triton wheel. It runs once per session in a subprocess, because compiling needs
 TRITON_INTERPRET unset, and Triton's disk cache makes a repeated run take seconds.
 `make aot-check` runs the full sweep.
@@ -65,16 +65,17 @@ def test_suite_covers_every_kernel_target_dtype_and_head_dim(suite_rows):
     assert {r["target"] for r in rows} == {"sm_80", "sm_90"}
     assert {r["dtype"] for r in rows} == {"bf16", "fp16"}
     assert {r["head_dim"] for r in rows if r["kernel"].startswith("attention")} == {64, 80, 128}
-    assert {"t5-encoder", "alibi", "gqa", "window"} <= {r["features"] for r in rows}
+    assert {"t5-encoder", "alibi", "gqa", "window", "documents"} <= {r["features"] for r in rows}
     assert any(r["role"] == "tuned" for r in rows)
 
 
 def test_feature_sets_reach_the_kernels(aot):
     # recorded on meta tensors: the flags each feature set sets are the ones the kernels receive
-    flags = ("CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5")
+    flags = ("CAUSAL", "HAS_WINDOW", "HAS_KPM", "HAS_ALIBI", "HAS_T5", "HAS_SEG")
     expected = {"plain": (), "causal": ("CAUSAL",), "gqa": ("CAUSAL",), "padding": ("HAS_KPM",),
                 "window": ("CAUSAL", "HAS_WINDOW"), "alibi": ("CAUSAL", "HAS_ALIBI"),
-                "t5-encoder": ("HAS_T5", "HAS_KPM"), "t5-decoder": ("CAUSAL", "HAS_T5")}
+                "t5-encoder": ("HAS_T5", "HAS_KPM"), "t5-decoder": ("CAUSAL", "HAS_T5"),
+                "documents": ("CAUSAL", "HAS_SEG")}
     assert set(expected) <= set(aot.FEATURE_SETS)
     for name, on in expected.items():
         launches = aot.attention_launches(name, 80, "fp16")

@@ -51,6 +51,8 @@ def check(B=1, H=2, Hkv=None, Sq=17, Sk=None, D=32, dtype=torch.float32, t5=None
     q, k, v, dout = make_inputs(B, H, Hkv, Sq, Sk, D, dtype, seed=seed)
     if mask is not None:
         kw["key_padding_mask"] = mask(B, Sk).to(DEVICE)
+    if callable(kw.get("segment_ids")):
+        kw["segment_ids"] = kw["segment_ids"](B, Sk).to(DEVICE)
     if "alibi_slopes" in kw:
         kw["alibi_slopes"] = kw["alibi_slopes"].to(DEVICE)
     t5_bias = None
@@ -145,6 +147,47 @@ def test_window(case):
     check(**case)
 
 
+def documents(*lengths):
+    """Segment ids of documents packed back to back, each batch row a list of lengths (last fills Sk)."""
+    def build(B, Sk):
+        rows = []
+        for b in range(B):
+            ids = torch.cat([torch.full((n,), i, dtype=torch.long) for i, n in enumerate(lengths[b % len(lengths)])])
+            rows.append(torch.cat([ids, torch.full((Sk - len(ids),), len(lengths[b % len(lengths)]))])[:Sk])
+        return torch.stack(rows)
+    return build
+
+
+@pytest.mark.parametrize("case", [
+    dict(B=2, Sq=65, causal=True, segment_ids=documents([17, 30], [1, 40, 3])),  # packed instruction blocks
+    dict(Sq=129, causal=True, segment_ids=documents([5, 60, 33, 20]), H=4, Hkv=2),  # boundaries mid-block, GQA
+    dict(Sq=17, Sk=65, causal=True, segment_ids=documents([50])),  # queries against a longer prefix
+    dict(B=2, Sq=65, D=80, segment_ids=documents([20, 20], [64])),  # bidirectional document masking
+    dict(B=2, Sq=65, Sk=40, segment_ids=lambda B, Sk: torch.randint(0, 3, (B, Sk), generator=torch.Generator().manual_seed(3)),
+         causal=True, window=9, mask=padding([40, 31]), Sq_le=True),  # interleaved ids with every other mask
+    dict(B=2, Sq=65, causal=True, segment_ids=documents([17, 30], [1, 40, 3]), dtype=torch.float16),
+    dict(Sq=1, Sk=65, causal=True, segment_ids=documents([30, 35]), H=2, Hkv=1),  # a decoding step
+], ids=["packed", "gqa-129", "prefix", "bidirectional", "random-ids-all-masks", "fp16", "decode"])
+def test_document_masking(case):
+    case = dict(case)
+    if case.pop("Sq_le", False):
+        case["Sq"] = case["Sk"]  # segment ids need Sq <= Sk
+    check(**case)
+
+
+def test_document_masking_equals_separate_documents():
+    """Two documents packed in one row give each document's output and gradients computed alone."""
+    H, D, n1, n2 = 2, 32, 23, 42
+    q, k, v, dout = make_inputs(1, H, H, n1 + n2, n1 + n2, D, torch.float32)
+    seg = torch.tensor([[0] * n1 + [1] * n2], device=DEVICE)
+    out, grads = forward_backward(attention, q, k, v, dout, causal=True, segment_ids=seg)
+    for sl in (slice(0, n1), slice(n1, n1 + n2)):
+        alone, alone_grads = forward_backward(attention, q[:, :, sl], k[:, :, sl], v[:, :, sl], dout[:, :, sl],
+                                              causal=True)
+        assert rel_err(out[:, :, sl], alone) <= 1e-5
+        assert all(rel_err(g[:, :, sl], a) <= 1e-4 for g, a in zip(grads, alone_grads))
+
+
 @pytest.mark.parametrize("case", [
     dict(Sq=65, causal=True),
     dict(Sq=17, Sk=65, D=24),
@@ -212,6 +255,10 @@ def test_bad_shapes_are_reported():
         attention(q, k, v, t5_bias=table, t5_num_buckets=32, t5_max_distance=8)
     with pytest.raises(ValueError, match="buckets"):
         attention(q, k, v, t5_bias=table, t5_num_buckets=16)
+    with pytest.raises(ValueError, match="segment_ids must be"):
+        attention(q, k, v, segment_ids=torch.zeros(1, 4, dtype=torch.long, device=DEVICE))
+    with pytest.raises(ValueError, match="Sq <= Sk"):
+        attention(q, k[:, :, :3], v[:, :, :3], segment_ids=torch.zeros(1, 3, dtype=torch.long, device=DEVICE))
 
 
 def test_cpu_without_interpreter_raises(monkeypatch):
