@@ -210,7 +210,8 @@ def _readable_type_error(line: str) -> str:
 def summarize_parse_error(message: str) -> str:
     """Turn jsonargparse's nested report into one line naming the bad key and a fix."""
     m = re.search(r"does not accept (?:option|nested key) '([^']+)'", message) or re.search(
-        r"Key '([^']+)' is not expected", message) or re.search(r"unrecognized arguments: (\S+)", message, re.I)
+        r"Key '([^']+)' is not expected", message) or re.search(r"Option '([^']+)' is not accepted", message) or re.search(
+        r"unrecognized arguments: (\S+)", message, re.I)
     if m:
         bad = m.group(1).lstrip("-").split(".")[-1].split("=")[0]
         close = difflib.get_close_matches(bad, _known_keys(), n=1)
