@@ -73,3 +73,27 @@ def test_teacher_of_another_family_is_refused():
 
     with pytest.raises(ZooError, match="distil within one family"):
         Distillation(tiny("gpt"), teacher=tiny("bert"))
+
+
+def test_fit_saves_only_the_student(tmp_path):
+    import lightning as L
+
+    from zoo.checkpoint import model_from_checkpoint, read_checkpoint
+    from zoo.models import GPT, GPTConfig
+
+    teacher = tiny("gpt")
+    student = GPT(GPTConfig(vocab_size=V, max_seq_len=32, d_model=64, n_layer=1, n_head=4, d_ff=128))
+    task = Distillation(student, teacher=teacher, init_from_teacher=True, warmup_steps=1)
+    ids = torch.randint(3, V - 1, (8, 17), generator=torch.Generator().manual_seed(0))
+    data = [{"input_ids": row[:-1], "labels": row[1:]} for row in ids]
+    loader = torch.utils.data.DataLoader(data, batch_size=4)
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(task, loader, loader)
+    assert "val/ppl" in trainer.callback_metrics
+    trainer.save_checkpoint(tmp_path / "s.ckpt")
+    ckpt = read_checkpoint(tmp_path / "s.ckpt")
+    assert not any(k.startswith("teacher") or "_teacher" in k for k in ckpt["state_dict"])
+    loaded, _ = model_from_checkpoint(tmp_path / "s.ckpt")
+    assert loaded.config.n_layer == 1
+    torch.testing.assert_close(loaded(ids[:, :-1]), student.eval()(ids[:, :-1]))
