@@ -156,3 +156,32 @@ def test_gpt_beam_search_matches_hf(tmp_path):
     assert not torch.equal(beam, free)  # the search does something here
     one = [generate(ours, ids[i:i + 1], max_new_tokens=10, num_beams=3, temperature=0) for i in range(3)]
     assert torch.equal(beam, torch.cat(one))
+
+
+@pytest.mark.parametrize("family", sorted(GPTS))
+def test_rows_joining_a_running_batch_decode_as_alone(family):
+    """Continuous batching: rows admitted while others run (left-padded into the cache) get the tokens
+    they get alone; finished rows leave."""
+    from zoo.generation.session import Session
+
+    model = build(family, None)
+    tok = word_tokenizer()
+    reqs = requests(True)
+    alone = [generate_batch(model, tok, [r], eos_token_id=-1)[0].token_ids for r in reqs]
+    session = Session(model, tok, eos_token_id=-1)
+    got = {}
+
+    def collect(i):
+        return lambda delta, done: got.__setitem__(i, done.token_ids) if done is not None else False
+
+    session.add(reqs[:2], [collect(0), collect(1)])
+    for step in range(12):
+        if step == 2:
+            session.add([reqs[2]], [collect(2)])  # a longer prompt joins: the batch is re-padded
+        if step == 4:
+            session.add(reqs[3:], [collect(3), collect(4)])
+        if len(session):
+            session.step()
+    while len(session):
+        session.step()
+    assert [got[i] for i in range(5)] == alone

@@ -40,7 +40,7 @@ def test_a_bad_request_fails_alone():
         first, failed, second = asyncio.run(run())
     finally:
         batcher.close()
-    assert sizes[0] == 3  # they were batched together
+    assert max(sizes) == 2  # the two good ones were decoded together
     assert isinstance(failed, ZooError) and "context is 16" in str(failed)
     assert first.token_ids == generate_batch(model, tok, [good[0]])[0].token_ids
     assert second.token_ids == generate_batch(model, tok, [good[1]])[0].token_ids

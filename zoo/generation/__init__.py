@@ -8,6 +8,7 @@ lengths with per-row settings and stopping.
   from the start token).
 - `search`: token-by-token decoding with per-row stopping, and beam search, over any stepper.
 - `decoding`: the entry points (`generate_ids`, `generate`, `generate_batch`).
+- `session`: a running batch that requests join between steps (continuous batching, for serving).
 """
 
 from zoo.generation.decoding import Completion, Request, eos_id, fill_id, generate, generate_batch, generate_ids

@@ -103,6 +103,29 @@ class DecoderOnlyStepper(Stepper):
             self.cache.beam_select(index)
 
 
+def merge_decoder_only(a: "DecoderOnlyStepper", b: "DecoderOnlyStepper") -> None:
+    """Append b's rows to a (both fully fed, their next logits pending): the shorter side is left-padded
+    (ids 0, mask 0, zero keys/values), so every row keeps its own positions and sees no padding."""
+    T = max(a.ids.shape[1], b.ids.shape[1])
+
+    def left(x: torch.Tensor, dim: int) -> torch.Tensor:
+        pad = T - x.shape[dim]
+        if pad == 0:
+            return x
+        shape = list(x.shape)
+        shape[dim] = pad
+        return torch.cat([x.new_zeros(shape), x], dim=dim)
+
+    a.ids = torch.cat([left(a.ids, 1), left(b.ids, 1)])
+    a.mask = torch.cat([left(a.mask, 1), left(b.mask, 1)])
+    if a.cache is not None:
+        for layer, (k, v) in a.cache.self_kv.items():
+            bk, bv = b.cache.self_kv[layer]  # (B, H, T, D)
+            a.cache.self_kv[layer] = (torch.cat([left(k, 2), left(bk, 2)]), torch.cat([left(v, 2), left(bv, 2)]))
+        a.fed = T
+    a.padded = bool((a.mask == 0).any())
+
+
 class EncoderDecoderStepper(Stepper):
     continues_prompt = False
     default_temperature = 0.0

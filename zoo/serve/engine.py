@@ -1,11 +1,12 @@
 """What the server runs: the model, its tokenizer and head, and the dynamic batcher.
 
-The batcher is one worker thread. A request waits for others to join it until `wait_ms` pass without
-a new arrival (at most 4·`wait_ms`) or `max_batch_size` are waiting; the batch is decoded together by `zoo.generation.generate_batch`
-(left padding, KV cache, per-row settings and seeded generators, per-row stopping); each token's
-text goes to its request's asyncio queue at once, and a finished or cancelled request leaves the
-batch at once. Requests that arrive meanwhile form the next batch. A batch that fails (which input
-validation should prevent) is re-run one request at a time, so one bad request never fails others.
+The batcher is one worker thread around a `zoo.generation.session.Session`: continuous batching.
+When it is idle, a request waits for others to join it until `wait_ms` pass without a new arrival
+(at most 4·`wait_ms`) or `max_batch_size` are waiting; while a batch runs, requests that arrive join
+it between two decoding steps (decoder-only models with the KV cache; encoder-decoders wait for the
+batch to end). Each token's text goes to its request's asyncio queue at once, and a finished or
+cancelled request leaves the batch at once. Requests are admitted together and, if that fails
+(which input validation should prevent), one at a time, so one bad request never fails the others.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-import torch
 from torch import nn
 
-from zoo.generation import Completion, Request, generate_batch
+from zoo.generation import Completion, Request
+from zoo.generation.session import Session
 
 
 @dataclass
@@ -81,32 +82,65 @@ class Batcher:
         return [j for j in batch if not j.cancelled.is_set()]
 
     def _run(self) -> None:
+        session = Session(self.model, self.tokenizer)
         while True:
-            job = self.jobs.get()
+            if not len(session):
+                job = self.jobs.get()
+                if job is None:
+                    return
+                self._admit(session, self._collect(job))
+            elif session.joinable:
+                self._admit(session, self._waiting(session))
+            if len(session):
+                try:
+                    session.step()
+                except Exception as err:  # noqa: BLE001 — reported to the running requests; the worker lives on
+                    for callback in session.callbacks:
+                        callback.job.push(err)
+                    session = Session(self.model, self.tokenizer)
+
+    def _waiting(self, session: Session) -> list[Job]:
+        """Jobs queued now, up to the batch size."""
+        batch = []
+        while len(session) + len(batch) < self.max_batch_size and not self.jobs.empty():
+            job = self.jobs.get_nowait()
             if job is None:
+                self.jobs.put(None)
+                break
+            batch.append(job)
+        return [j for j in batch if not j.cancelled.is_set()]
+
+    def _admit(self, session: Session, batch: list[Job]) -> None:
+        if not batch:
+            return
+        if len(session) and not all(session.fits(j.request) for j in batch):
+            fits = [j for j in batch if session.fits(j.request)]
+            for job in batch:
+                if job not in fits:
+                    self.jobs.put(job)  # back in the queue: it joins when the batch has room in the context
+            batch = fits
+            if not batch:
                 return
-            batch = self._collect(job)
-            if batch:
-                if self.observe_batch is not None:
-                    self.observe_batch(len(batch))
-                self._decode(batch)
-
-    def _decode(self, batch: list[Job]) -> None:
-        def on_text(row: int, delta: str, done: Optional[Completion]) -> bool:
-            job = batch[row]
-            job.generated += 1
-            if delta or done is not None:
-                job.push((delta, done))
-            job.finished = done is not None
-            return job.cancelled.is_set()
-
         try:
-            with torch.inference_mode():
-                generate_batch(self.model, self.tokenizer, [j.request for j in batch], on_text=on_text)
-        except Exception as err:  # noqa: BLE001 — reported to the request(s), the worker lives on
+            session.add([j.request for j in batch], [_callback(j) for j in batch])
+        except Exception as err:  # noqa: BLE001
             if len(batch) == 1:
                 batch[0].push(err)
                 return
             for job in batch:
-                if not job.finished:
-                    self._decode([job])
+                self._admit(session, [job])
+            return
+        if self.observe_batch is not None:
+            self.observe_batch(len(session))
+
+
+def _callback(job: Job):
+    def on_text(delta: str, done: Optional[Completion]) -> bool:
+        job.generated = len(done.token_ids) if done is not None else job.generated + 1
+        if delta or done is not None:
+            job.push((delta, done))
+        job.finished = done is not None
+        return job.cancelled.is_set()
+
+    on_text.job = job
+    return on_text
