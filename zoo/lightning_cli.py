@@ -22,9 +22,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from zoo.checkpoint import unreadable_checkpoint_message
 from zoo.errors import ZooError
+from zoo.families import can, family_of
+from zoo.models.base import Capability, ZooModel
 
 CKPT_ALIASES = ("last", "best", "hpc", "registry")
-TEXT_GENERATORS = ("gpt", "t5", "bart")  # families `zoo generate` runs (until the family registry says so)
 
 
 class _NoAdvert(logging.Filter):
@@ -226,7 +227,7 @@ class ZooCLI(LightningCLI):
         loaded = read_checkpoint(ckpt)
         self._resume_step = int(loaded.get("global_step", 0))
         family = checkpoint_family(loaded)
-        mine = getattr(getattr(self.model, "model", None), "family", None)
+        mine = family_of(self.model.model).name if isinstance(getattr(self.model, "model", None), ZooModel) else None
         if family and mine and family != mine:
             raise ZooError(f"checkpoint '{ckpt}' holds a {family} model but the config builds a {mine}; "
                            f"use a {mine} checkpoint or the {family} config")
@@ -281,9 +282,10 @@ class ZooCLI(LightningCLI):
         log_dir = self.trainer.logger.log_dir if self.trainer.logger is not None else None
         png = plot_losses(Path(log_dir) / "metrics.csv", Path(log_dir) / "loss.png") if log_dir else None
         config = Path(log_dir) / "config.yaml" if log_dir else None
-        family = getattr(getattr(self.model, "model", None), "family", None)
+        net = getattr(self.model, "model", None)
+        generates = isinstance(net, ZooModel) and (can(net, Capability.CAUSAL_LM) or can(net, Capability.SEQ2SEQ))
         return summary_lines(self.trainer, train_metrics, str(config) if config and config.is_file() else None,
-                             family in TEXT_GENERATORS, "export" in commands, png)
+                             generates, "export" in commands, png)
 
     def validate(self, **kwargs) -> list[dict]:
         return self._evaluate(self.trainer.validate, **kwargs)

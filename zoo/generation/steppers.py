@@ -27,11 +27,12 @@ from zoo.models.base import CausalLMModel, Seq2SeqModel
 
 
 def context_limit(model: nn.Module) -> Optional[int]:
-    """Longest sequence the model can embed (learned/sinusoidal positions), or None if unbounded."""
-    cfg = getattr(model, "config", None)
-    if cfg is not None and getattr(cfg, "position", "learned") in ("learned", "sinusoidal"):
-        return getattr(cfg, "max_seq_len", None)
-    return None
+    """Longest sequence the model can embed (learned/sinusoidal positions), or None if unbounded
+    (relative positions: RoPE, ALiBi, T5 buckets)."""
+    cfg = model.config
+    if isinstance(model, CausalLMModel) and cfg.position not in ("learned", "sinusoidal"):
+        return None
+    return getattr(cfg, "max_seq_len", None)  # T5's config has none: unbounded
 
 
 class Stepper(ABC):

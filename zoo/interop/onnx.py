@@ -118,27 +118,28 @@ def _sample_text(model, vocab: int, B: int = 3, T: int = 7) -> tuple[torch.Tenso
 
 def graphs(model: nn.Module, head: Optional[ClassifierHead]) -> list[tuple[str, nn.Module, dict, dict]]:
     """[(file name, module, {input name: example}, {name: dynamic axes})] for `model`."""
-    from zoo.families import family_of
+    from zoo.families import can, family_of
+    from zoo.models.base import Capability
 
-    family = family_of(model).name
     text = {"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"}}
-    if family == "clip":
+    masked_lm = can(model, Capability.MASKED_LM)
+    if can(model, Capability.IMAGE_TEXT):
         ids, mask = _sample_text(model, model.config.vocab_size)
         pixels = torch.randn(3, model.config.vision.channels, model.config.vision.image_size,
                              model.config.vision.image_size, generator=torch.Generator().manual_seed(0))
         return [("text.onnx", TextTower(model), {"input_ids": ids, "attention_mask": mask}, text),
                 ("image.onnx", ImageTower(model), {"pixel_values": pixels}, {"pixel_values": {0: "batch"}})]
-    if family not in ("gpt", "bert"):
-        raise ZooError(f"ONNX export covers GPT, BERT and CLIP; a {family} model exports to Hugging Face "
-                       "format (--format hf)")
+    if not (masked_lm or can(model, Capability.CAUSAL_LM)):
+        raise ZooError(f"ONNX export covers GPT, BERT and CLIP; a {family_of(model).name} model exports to "
+                       "Hugging Face format (--format hf)")
     ids, mask = _sample_text(model, model.config.vocab_size)
     inputs = {"input_ids": ids, "attention_mask": mask}
-    if family == "bert":
+    if masked_lm:
         inputs["token_type_ids"] = torch.zeros_like(ids)
         text = {**text, "token_type_ids": {0: "batch", 1: "sequence"}}
     if head is not None:
         return [("classifier.onnx", Classifier(model, head), inputs, text)]
-    if family == "bert":
+    if masked_lm:
         return [("model.onnx", MaskedLM(model), inputs, text)]
     c = model.config
     kv, hd = c.n_kv_head or c.n_head, c.head_dim or c.d_model // c.n_head

@@ -29,6 +29,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from zoo.errors import ZooError
+from zoo.models.base import ImageTextModel
 from zoo.evaluation.metrics import recall_at_k, zero_shot_accuracy  # noqa: F401  (also imported from here)
 from zoo.tasks.base import Schedule, Task
 
@@ -102,9 +103,9 @@ def zero_shot_classifier(
 
 def check_data_matches_model(model: nn.Module, datamodule) -> None:
     """A ZooError when the captions the data module makes cannot be read by the text tower."""
-    text = getattr(getattr(model, "config", None), "text", None)
-    if datamodule is None or text is None:
+    if datamodule is None or not isinstance(model, ImageTextModel):
         return
+    text = model.config.text
     eos = getattr(datamodule, "eos_token_id", None)
     if text.pooling == "eos" and eos is not None and eos != text.eos_token_id:
         raise ZooError(f"the model reads captions at text.eos_token_id={text.eos_token_id} but the tokenizer ends them "
