@@ -10,7 +10,9 @@ three backends:
 
 Masking rules shared by all three: queries are aligned bottom-right (query i sits at position
 i + Sk − Sq, so a decoding step against a KV cache is causal-correct); `window` keeps keys with
-|pos_i − j| ≤ window; a query with no visible key outputs zeros.
+|pos_i − j| ≤ window; `segment_ids` (B, Sk) mask documents packed into one sequence: query i has the
+segment of key i + Sk − Sq and sees only keys of its own segment (combined with the other masks);
+a query with no visible key outputs zeros.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class ScoreBias:
     t5_bidirectional: bool = True
 
 
-def visibility_mask(sq, sk, causal, window, key_padding_mask, device) -> Optional[torch.Tensor]:
+def visibility_mask(sq, sk, causal, window, key_padding_mask, device, segment_ids=None) -> Optional[torch.Tensor]:
     """Boolean (B|1, 1, Sq, Sk) mask, True = attend; None when every key is visible."""
     mask = None
     if causal or window is not None:
@@ -52,6 +54,9 @@ def visibility_mask(sq, sk, causal, window, key_padding_mask, device) -> Optiona
     if key_padding_mask is not None:
         pad = key_padding_mask[:, None, None, :].bool()
         mask = pad if mask is None else mask & pad
+    if segment_ids is not None:  # (B, Sk): query i belongs to the segment of key i + Sk - Sq
+        same = (segment_ids[:, sk - sq:, None] == segment_ids[:, None, :])[:, None]  # (B, 1, Sq, Sk)
+        mask = same if mask is None else mask & same
     return mask
 
 
@@ -83,6 +88,7 @@ def attend(
     bias: Optional[ScoreBias] = None,
     dropout_p: float = 0.0,
     return_weights: bool = False,
+    segment_ids: Optional[torch.Tensor] = None,
 ):
     """Attention over q (B, H, Sq, D), k and v (B, Hkv, Sk, D); returns (B, H, Sq, D).
 
@@ -103,21 +109,24 @@ def attend(
             kw.update(t5_bias=bias.t5_table, t5_num_buckets=bias.t5_num_buckets,
                       t5_max_distance=bias.t5_max_distance, t5_bidirectional=bias.t5_bidirectional)
         mask = None if key_padding_mask is None else key_padding_mask.bool()
-        return kernels.attention(q, k, v, causal=causal, scale=scale, window=window, key_padding_mask=mask, **kw)
-    return _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask, bias, dropout_p, return_weights)
+        return kernels.attention(q, k, v, causal=causal, scale=scale, window=window, key_padding_mask=mask,
+                                 segment_ids=segment_ids, **kw)
+    return _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask, bias, dropout_p, return_weights,
+                                segment_ids)
 
 
-def _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask, bias, dropout_p, return_weights):
+def _attend_materialized(q, k, v, impl, causal, scale, window, key_padding_mask, bias, dropout_p, return_weights,
+                         segment_ids=None):
     """The eager and SDPA paths: build the mask and bias explicitly."""
     (B, H, Sq, D), Hkv, Sk = q.shape, k.shape[1], k.shape[2]
     if Hkv != H:  # grouped-query: each kv head serves H // Hkv query heads
         k = k.repeat_interleave(H // Hkv, dim=1)
         v = v.repeat_interleave(H // Hkv, dim=1)
-    plain = window is None and key_padding_mask is None and bias is None and not return_weights
+    plain = window is None and key_padding_mask is None and bias is None and segment_ids is None and not return_weights
     if impl == "torch" and plain and (not causal or Sq == Sk):
         # No explicit mask: SDPA picks its fused (flash) kernels, on CPU too.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=causal, scale=scale)
-    mask = visibility_mask(Sq, Sk, causal, window, key_padding_mask, q.device)
+    mask = visibility_mask(Sq, Sk, causal, window, key_padding_mask, q.device, segment_ids)
     add = score_bias(bias, Sq, Sk, q.device)
     has_key = None
     if mask is not None:
@@ -183,10 +192,11 @@ class ScaledDotProduct(nn.Module):
         super().__init__()
         self.causal, self.window, self.scale, self.dropout, self.impl = causal, window, scale, dropout, impl
 
-    def forward(self, q, k, v, key_padding_mask: Optional[torch.Tensor] = None, bias: Optional[ScoreBias] = None):
+    def forward(self, q, k, v, key_padding_mask: Optional[torch.Tensor] = None, bias: Optional[ScoreBias] = None,
+                segment_ids: Optional[torch.Tensor] = None):
         drop = self.dropout if self.training else 0.0
         return attend(q, k, v, impl=self.impl, causal=self.causal, scale=self.scale, window=self.window,
-                      key_padding_mask=key_padding_mask, bias=bias, dropout_p=drop)
+                      key_padding_mask=key_padding_mask, bias=bias, dropout_p=drop, segment_ids=segment_ids)
 
     def extra_repr(self) -> str:
         return f"causal={self.causal}, window={self.window}, impl={self.impl}"
@@ -253,8 +263,10 @@ class Attention(nn.Module):
         bias: Optional[ScoreBias] = None,
         cache: Optional[KVCache] = None,
         layer: int = 0,
+        segment_ids: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """x (B, T, C) → (B, T, C). `key_padding_mask` (B, Sk) covers the keys: past+current, or the context."""
+        """x (B, T, C) → (B, T, C). `key_padding_mask` (B, Sk) covers the keys: past+current, or the context;
+        `segment_ids` (B, T), self-attention only, keep packed documents apart (see `attend`)."""
         q = self._heads(self.q_proj(x))  # (B, H, T, D)
         if self.cross:
             k, v = self._cross_keys_values(context, cache, layer)
@@ -264,7 +276,7 @@ class Attention(nn.Module):
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
                 k, v = cache.append(layer, k, v)
-        out = self.core(q, k, v, key_padding_mask, bias)  # (B, H, T, D)
+        out = self.core(q, k, v, key_padding_mask, bias, None if self.cross else segment_ids)  # (B, H, T, D)
         B, H, T, D = out.shape
         return self.o_proj(out.transpose(1, 2).reshape(B, T, H * D))
 

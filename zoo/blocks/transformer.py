@@ -68,9 +68,11 @@ class TransformerBlock(nn.Module):
         cross_bias: Optional[ScoreBias] = None,
         cache: Optional[KVCache] = None,
         layer: int = 0,
+        segment_ids: Optional[torch.Tensor] = None,  # (B, T): packed documents, attended separately
     ) -> torch.Tensor:
         x = self._residual(x, self.self_attn_norm,
-                           lambda h: self.self_attn(h, key_padding_mask, rope=rope, bias=self_bias, cache=cache, layer=layer))
+                           lambda h: self.self_attn(h, key_padding_mask, rope=rope, bias=self_bias, cache=cache,
+                                                    layer=layer, segment_ids=segment_ids))
         if self.cross_attn is not None:
             x = self._residual(x, self.cross_attn_norm,
                                lambda h: self.cross_attn(h, context_mask, context=context, bias=cross_bias, cache=cache, layer=layer))
@@ -119,6 +121,7 @@ class TransformerStack(nn.Module):
         context: Optional[torch.Tensor] = None,
         context_mask: Optional[torch.Tensor] = None,
         cache: Optional[KVCache] = None,
+        segment_ids: Optional[torch.Tensor] = None,  # (B, T): document of each token in a packed sequence
     ) -> torch.Tensor:
         rope = None
         if self.rope is not None:
@@ -128,7 +131,7 @@ class TransformerStack(nn.Module):
             rope = self.rope(position_ids)
         bias = self.self_bias()
         for i, layer in enumerate(self.layers):
-            x = layer(x, key_padding_mask, context, context_mask, rope, bias, None, cache, i)
+            x = layer(x, key_padding_mask, context, context_mask, rope, bias, None, cache, i, segment_ids)
         return self.norm(x) if self.norm is not None else x
 
 

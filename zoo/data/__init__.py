@@ -5,12 +5,14 @@ The pipeline, one module per stage: ``sources`` (where documents come from) → 
 ``tokenizer`` (BPE, WordPiece, Unigram) → ``cache`` (content-addressed token files) →
 ``packing`` (next-token blocks) → ``text.TextDataModule`` (the Lightning face of it all).
 ``tokenized.TokenizerMixin`` gives every data module its tokenizer the same way; ``pretraining``
-(MLM, span corruption, text infilling), ``classification`` and ``images`` build on it.
+(MLM, span corruption, text infilling), ``classification``, ``instructions`` (packed chat
+examples for instruction tuning) and ``images`` build on it.
 """
 
 from zoo.data.classification import ClassificationDataModule
 from zoo.data.cleaning import CleaningReport, clean_documents, normalize_text, split_paragraphs
 from zoo.data.images import ImageTextDataModule
+from zoo.data.instructions import InstructionDataModule
 from zoo.data.packing import PackedBlocks
 from zoo.data.pretraining import MaskedLMDataModule, SpanCorruptionDataModule, TextInfillingDataModule
 from zoo.data.sources import Document, load_documents, pydoc_documents
@@ -32,6 +34,7 @@ __all__ = [
     "CleaningReport",
     "Document",
     "ImageTextDataModule",
+    "InstructionDataModule",
     "MaskedLMDataModule",
     "PackedBlocks",
     "SpanCorruptionDataModule",

@@ -31,7 +31,8 @@ class AttentionRecord:
     weights: torch.Tensor  # (B, H, Sq, Sk): softmax of the scores
 
 
-def textbook_scores(core: ScaledDotProduct, q, k, v, key_padding_mask=None, bias=None) -> AttentionRecord:
+def textbook_scores(core: ScaledDotProduct, q, k, v, key_padding_mask=None, bias=None,
+                    segment_ids=None) -> AttentionRecord:
     """Scores scale·QKᵀ + bias with masked keys at -inf, and their softmax, for what `core` was given."""
     (B, H, Sq, D), Hkv, Sk = q.shape, k.shape[1], k.shape[2]
     scale = D**-0.5 if core.scale is None else core.scale
@@ -40,7 +41,7 @@ def textbook_scores(core: ScaledDotProduct, q, k, v, key_padding_mask=None, bias
     add = score_bias(bias, Sq, Sk, q.device)
     if add is not None:
         scores = scores + add
-    mask = visibility_mask(Sq, Sk, core.causal, core.window, key_padding_mask, q.device)
+    mask = visibility_mask(Sq, Sk, core.causal, core.window, key_padding_mask, q.device, segment_ids)
     if mask is not None:
         mask = mask | ~mask.any(-1, keepdim=True)  # a row with no visible key stays finite, as attend does
         scores = scores.masked_fill(~mask, float("-inf"))

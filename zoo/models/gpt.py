@@ -131,11 +131,13 @@ class GPT(ZooModel, CausalLMModel, FeatureModel):
         position_ids: Optional[torch.Tensor] = None,  # (B, T)
         past_key_values: Optional[KVCache] = None,  # updated in place when given
         labels: Optional[torch.Tensor] = None,  # (B, T) target of each position (already shifted); -100 = ignore
+        segment_ids: Optional[torch.Tensor] = None,  # (B, T) example of each token in a packed block
     ) -> torch.Tensor:
         """Logits (B, T, V); with `labels`, instead the scalar mean cross-entropy over the non-ignored
         positions, equal to `F.cross_entropy(logits.flatten(0, 1), labels.flatten())` but fused with the
-        head, so the (B, T, V) logits are never materialised (the fast way to train)."""
-        x = self._hidden_states(input_ids, attention_mask, position_ids, past_key_values)  # (B, T, C)
+        head, so the (B, T, V) logits are never materialised (the fast way to train). With `segment_ids`
+        (packed examples; pass `position_ids` restarting per example too) no token attends across examples."""
+        x = self._hidden_states(input_ids, attention_mask, position_ids, past_key_values, segment_ids)  # (B, T, C)
         if labels is not None:
             return linear_cross_entropy(x, self.lm_head.weight, labels, chunk_size=self.loss_chunk_size)
         return self.lm_head(x)  # (B, T, V)
@@ -144,7 +146,7 @@ class GPT(ZooModel, CausalLMModel, FeatureModel):
         """The final hidden states (B, T, C): `forward` without the head (what a classifier reads)."""
         return self._hidden_states(input_ids, attention_mask, None, None)
 
-    def _hidden_states(self, input_ids, attention_mask, position_ids, past_key_values) -> torch.Tensor:
+    def _hidden_states(self, input_ids, attention_mask, position_ids, past_key_values, segment_ids=None) -> torch.Tensor:
         B, T = input_ids.shape
         past = past_key_values.seq_len if past_key_values is not None else 0
         if past + T > self.config.max_seq_len and self.config.position in ("learned", "sinusoidal"):
@@ -156,7 +158,8 @@ class GPT(ZooModel, CausalLMModel, FeatureModel):
             x = x + self.embed_positions(position_ids)
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
-        return self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values)
+        return self.decoder(x, key_padding_mask=mask, position_ids=position_ids, cache=past_key_values,
+                            segment_ids=segment_ids)
 
     @property
     def feature_dim(self) -> int:
