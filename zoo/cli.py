@@ -166,6 +166,9 @@ EXTRA_COMMANDS["export"] = export
 from zoo.serve import serve  # noqa: E402  (zoo serve; FastAPI and uvicorn load on use)
 
 EXTRA_COMMANDS["serve"] = serve
+from zoo.evaluation.command import evaluate  # noqa: E402  (zoo evaluate; lm_eval loads on use)
+
+EXTRA_COMMANDS["evaluate"] = evaluate
 from zoo.compress.commands import prune, quantize  # noqa: E402  (zoo quantize / prune; torchao loads on use)
 
 EXTRA_COMMANDS["quantize"] = quantize
@@ -286,6 +289,10 @@ def main(argv: Optional[list[str]] = None) -> int:
             from jsonargparse import CLI
 
             args = ["--config" if arg == "-c" else arg for arg in argv[1:]]  # -c as for fit
+            if argv[0] == "evaluate":  # --model a b c: several values after one flag
+                from zoo.evaluation.command import gather_lists
+
+                args = gather_lists(args)
             CLI(EXTRA_COMMANDS[argv[0]], args=args, as_positional=False, parser_mode="yaml",
                 exit_on_error=False, prog=f"zoo {argv[0]}")
         else:

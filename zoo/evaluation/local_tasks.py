@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 LOCAL_TASKS = ("zoo_pydoc_perplexity", "zoo_pydoc_topic")
-VERSION = 1  # bump when the data or the YAML change, so stale caches are rewritten
+VERSION = 2  # bump when the data or the YAML change, so stale caches are rewritten
 MIN_PARAGRAPH_CHARS = 80
 
 PERPLEXITY_YAML = """task: zoo_pydoc_perplexity
@@ -35,8 +35,14 @@ doc_to_text: ""
 doc_to_target: "{{{{text}}}}"
 metric_list:
   - metric: word_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: byte_perplexity
+    aggregation: weighted_perplexity
+    higher_is_better: false
   - metric: bits_per_byte
+    aggregation: bits_per_byte
+    higher_is_better: false
 metadata:
   version: {version}
 """
