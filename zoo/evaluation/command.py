@@ -138,10 +138,8 @@ def evaluate(
     wanted = list(tasks) if explicit else [FAMILY, *LOCAL]
     manager = None
     if any(t != FAMILY for t in wanted):
-        try:
-            from zoo.evaluation.local_tasks import task_manager
-        except ImportError:  # pragma: no cover
-            raise ZooError("harness tasks need the lm-evaluation-harness: pip install 'zoo[eval]'") from None
+        from zoo.evaluation.local_tasks import task_manager
+
         manager = task_manager(task_cache)
     harness = check_tasks(wanted, manager) if manager is not None else []
     scores: dict[str, dict[str, float]] = {}

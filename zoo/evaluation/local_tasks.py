@@ -114,6 +114,10 @@ def write_local_tasks(cache_dir: Optional[str | Path] = None) -> Path:
 
 def task_manager(cache_dir: Optional[str | Path] = None):
     """An `lm_eval` TaskManager that knows the hub tasks and the local ones."""
-    from lm_eval.tasks import TaskManager
+    try:
+        from lm_eval.tasks import TaskManager
+    except ImportError:
+        from zoo.errors import ZooError
 
+        raise ZooError("harness tasks need the lm-evaluation-harness: pip install 'zoo[eval]'") from None
     return TaskManager(include_path=str(write_local_tasks(cache_dir)))
