@@ -48,3 +48,13 @@ def test_quantize_prune_generate(gpt_ckpt, tmp_path, capsys):
     small, _ = load_model(str(tmp_path / "p.ckpt"))
     assert small.config.d_ff < 128
     assert main(["generate", "--model", str(tmp_path / "p.ckpt"), *args]) == 0
+
+
+def test_served_and_evaluated_from_a_quantized_folder(gpt_ckpt, tmp_path):
+    """zoo serve and zoo evaluate read models through zoo.checkpoint.load_model: a quantized folder serves."""
+    from zoo.serve.model import ServedModel
+
+    assert main(["quantize", "--model", str(gpt_ckpt), "--scheme", "int8-dynamic", "--out", str(tmp_path / "q")]) == 0
+    served = ServedModel(str(tmp_path / "q"))
+    assert served.generates and served.family == "gpt"
+    assert type(served.model.decoder.layers[1].self_attn.o_proj.weight).__name__ == "Int8Tensor"
