@@ -140,7 +140,7 @@ def evaluate(
     if any(t != FAMILY for t in wanted):
         from zoo.evaluation.local_tasks import task_manager
 
-        manager = task_manager(task_cache)
+        manager = task_manager(task_cache, hub=not set(wanted) <= {FAMILY, *LOCAL})
     harness = check_tasks(wanted, manager) if manager is not None else []
     scores: dict[str, dict[str, float]] = {}
     for source, name in zip(model, unique_names(model, names)):

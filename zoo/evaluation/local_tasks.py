@@ -112,12 +112,13 @@ def write_local_tasks(cache_dir: Optional[str | Path] = None) -> Path:
     return folder
 
 
-def task_manager(cache_dir: Optional[str | Path] = None):
-    """An `lm_eval` TaskManager that knows the hub tasks and the local ones."""
+def task_manager(cache_dir: Optional[str | Path] = None, hub: bool = True):
+    """An `lm_eval` TaskManager that knows the local tasks and, with `hub`, the harness's own (indexing
+    those takes ~15 s on one CPU core, so leave them out when only local tasks run)."""
     try:
         from lm_eval.tasks import TaskManager
     except ImportError:
         from zoo.errors import ZooError
 
         raise ZooError("harness tasks need the lm-evaluation-harness: pip install 'zoo[eval]'") from None
-    return TaskManager(include_path=str(write_local_tasks(cache_dir)))
+    return TaskManager(include_path=str(write_local_tasks(cache_dir)), include_defaults=hub)
