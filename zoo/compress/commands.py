@@ -8,8 +8,10 @@ from zoo.compress.quantize import Scheme
 
 
 def quantize(model: str, out: str, scheme: Scheme = "int8-weight", device: str = "cpu") -> str:
-    """Quantize a trained model with torchao and save it as a folder (model.safetensors of plain tensors
-    + zoo.json + tokenizer.json) that `zoo generate`, `zoo serve` and `zoo export`'s loaders read back.
+    """Quantize a trained model with torchao and save it as a folder that zoo generate, serve and evaluate load.
+
+    The folder holds model.safetensors (plain tensors only: each quantized weight as its components),
+    zoo.json (family, config, scheme) and tokenizer.json; loading it unpickles nothing.
 
     Args:
         model: a `.ckpt` file written by `zoo fit`, a Hugging Face directory, or a hub name.

@@ -43,7 +43,9 @@ def torchao_quantization():
     """The `torchao.quantization` module, or a one-line ZooError naming the extra to install."""
     import logging
 
-    logging.getLogger("torchao").setLevel(logging.ERROR)  # it logs the CUDA-only kernels it cannot load
+    # torchao logs the CUDA-only kernels it cannot load, and torch a deprecation torchao triggers
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         import torchao.quantization as q
     except ImportError as err:
