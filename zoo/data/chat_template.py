@@ -90,13 +90,16 @@ class ChatTemplate:
 
     @classmethod
     def from_tokenizer_config(cls, path: str | Path) -> Optional["ChatTemplate"]:
-        """The template of a `tokenizer_config.json` (or a folder holding one); None if it has none."""
+        """The template of a `tokenizer_config.json` (or a folder holding one, where recent `transformers`
+        writes it to `chat_template.jinja` beside it); None if there is none."""
         path = Path(path)
         path = path / "tokenizer_config.json" if path.is_dir() else path
         if path.name != "tokenizer_config.json" or not path.is_file():
             return None
         config = json.loads(path.read_text(encoding="utf-8"))
         template = config.get("chat_template")
+        if not template and (path.parent / "chat_template.jinja").is_file():
+            template = (path.parent / "chat_template.jinja").read_text(encoding="utf-8")
         if isinstance(template, list):  # named templates: the "default" one
             template = next((t["template"] for t in template if t.get("name") == "default"), None)
         if not template:
