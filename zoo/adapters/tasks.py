@@ -57,7 +57,7 @@ def checkpoint_meta(config: LoRAConfig, init_from: Optional[str]) -> dict:
 def trainable_state(task: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
     """The entries of a task's checkpoint `state` that belong to trainable parameters (and buffers of
     no parameter, which are small): what an adapter-only checkpoint keeps."""
-    frozen = {n for n, p in task.named_parameters() if not p.requires_grad}
+    frozen = {n for n, p in task.named_parameters(remove_duplicate=False) if not p.requires_grad}  # tied too
     return {k: v for k, v in state.items() if k not in frozen}
 
 
