@@ -113,3 +113,22 @@ def test_refusals_are_one_line_with_status_2(fitted, task_cache, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+
+
+def test_hf_directory_with_data_config(fitted, task_cache, tmp_path, capsys):
+    """A Hugging Face export knows no data: `--data` (the run's fit config) gives the split, and the model's
+    own tokenizer.json is used for it; the figure equals the checkpoint's logged one. Without `--data`,
+    the default tasks skip the family metrics with a note and still run the harness."""
+    from zoo.checkpoint import load_model
+    from zoo.interop.hf import to_hf
+
+    ckpt = fitted("gpt")
+    model, tok = load_model(str(ckpt))
+    directory = to_hf(model, tmp_path / "hf", tokenizer=tok)
+    scores = evaluate(["--model", str(directory), "--tasks", "family", "--data", str(run_dir(ckpt) / "config.yaml"),
+                       "--limit_batches", str(limit_val_batches(ckpt))], tmp_path / "a")["scores"]
+    assert scores["hf"]["family/ppl"] == pytest.approx(logged(ckpt)["ppl"], rel=1e-5)
+    scores = evaluate(["--model", str(directory), "--limit", "2", "--task_cache", str(task_cache)], tmp_path / "b")["scores"]
+    assert "note: no family metrics" in capsys.readouterr().out
+    assert set(scores["hf"]) == {"zoo_pydoc_perplexity/word_perplexity", "zoo_pydoc_perplexity/byte_perplexity",
+                                 "zoo_pydoc_perplexity/bits_per_byte", "zoo_pydoc_topic/acc", "zoo_pydoc_topic/acc_norm"}

@@ -146,7 +146,9 @@ def evaluate(
     for source, name in zip(model, unique_names(model, names)):
         loaded = load_for_evaluation(source, data, device)
         row: dict[str, float] = {}
-        if FAMILY in wanted:
+        if FAMILY in wanted and not explicit and loaded.data is None:
+            print(f"note: no family metrics for '{source}': it carries no data config (pass --data)")
+        elif FAMILY in wanted:
             from zoo.evaluation.family import family_metrics
 
             row.update({f"{FAMILY}/{k}": v for k, v in family_metrics(loaded, limit_batches, decode_batches, split).items()})

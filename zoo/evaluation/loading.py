@@ -77,7 +77,7 @@ def read_data_config(path: str) -> dict:
     data = config.get("data", config)
     if not isinstance(data, dict) or "class_path" not in data:
         raise ZooError(f"--data {path}: no `data:` section with a class_path; pass a fit config such as configs/gpt/nano.yaml")
-    return {"class_path": data["class_path"], "init_args": dict(data.get("init_args") or {})}
+    return {"class_path": data["class_path"], "init_args": dict(data.get("init_args") or {}), "given": True}
 
 
 def prepare(model: nn.Module) -> nn.Module:
@@ -106,12 +106,16 @@ def load_for_evaluation(source: str, data: Optional[str] = None, device: str = "
 
 
 def build_datamodule(loaded: Loaded):
-    """The data module of `loaded.data`, prepared and set up for validation; the model's tokenizer is
-    passed in when the config names none (an HF directory's tokenizer.json)."""
+    """The data module of `loaded.data`, prepared and set up for validation; with a `--data` config that
+    names no tokenizer, the model's own (a checkpoint's, or an HF directory's tokenizer.json)."""
     if loaded.data is None:
         raise ZooError(f"'{loaded.source}' carries no data config (a Hugging Face directory); pass --data "
                        "with a fit config whose `data:` section names the held-out split")
     args = dict(loaded.data["init_args"])
+    if loaded.data.get("given") and args.get("tokenizer") is None and loaded.tokenizer is not None:
+        # a config given with --data would train a tokenizer of its own: read the model's instead
+        source = Path(loaded.source)
+        args["tokenizer"] = str(source / "tokenizer.json") if source.is_dir() else loaded.source
     dm = _instantiate(loaded.data["class_path"], args)
     dm.prepare_data()
     dm.setup("validate")
