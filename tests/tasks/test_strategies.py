@@ -50,7 +50,12 @@ FAMILIES = {
                                                 "d_ff": 64, "dropout": 0.0, "attn_dropout": 0.0},
                  {"classifier_dropout": 0.0}),
 }
+# LoRA on every linear layer of the blocks (column- and row-parallel alike), the head trained too
+# (tests/adapters/test_lora_strategies.py runs it)
+FAMILIES["bert-cls-lora"] = (*FAMILIES["bert-cls"][:2], {"classifier_dropout": 0.0,
+                                                          "lora": {"r": 4, "alpha": 8, "targets": "all-linear"}})
 DATA = {"bert-cls": {"max_length": 32, "max_per_topic": 16, "vocab_size": 512}}  # else: the pre-training data
+DATA["bert-cls-lora"] = DATA["bert-cls"]
 BATCH = {"ddp": B, "fsdp": B, "tp": 2 * B}  # tensor-parallel ranks share one batch: the global batch is its size
 PAIRS = [("gpt", s) for s in BATCH] + [("bert", s) for s in BATCH] + [("t5", "tp"), ("bert-cls", "fsdp"), ("bert-cls", "tp")]
 
