@@ -86,7 +86,8 @@ def test_misspelt_key_on_command_line(capsys):
 
 def test_summarize_keeps_unknown_errors_short():
     msg = "Parser key \"x\":\n  Errors:\n    - Expected a <class 'NoneType'>\n  Value 'abc' is not an int"
-    assert summarize_parse_error(msg).startswith("invalid configuration: Value 'abc' is not an int")
+    assert summarize_parse_error(msg).startswith("invalid value for 'x': Value 'abc' is not an int")  # names the key
+    assert summarize_parse_error("Value 'abc' is not an int").startswith("invalid configuration: Value 'abc'")
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "binary", "not-utf8"])

@@ -108,3 +108,16 @@ def test_fine_tuning_short_run_validates_and_names_init_from(trained_checkpoint,
     said = err + caplog.text  # the "zoo" logger: on stderr for a user, in caplog under pytest
     assert re.search(r"init_from: loaded \d+ weight tensors from '" + re.escape(str(trained_checkpoint)), said), said
     assert re.search(r"val: +val/acc \d", out), out[-2000:]
+
+
+def test_terminal_bar_counts_steps_from_the_resumed_step(trained_checkpoint, tmp_path, cache_dir, capfd):
+    ckpt = tmp_path / "start.ckpt"
+    shutil.copy(trained_checkpoint, ckpt)  # step 4
+    bar = "{class_path: zoo.progress.StepProgress, init_args: {plain: false}}"
+    args = tiny_fit_args(tmp_path, cache_dir) + ["--trainer.enable_progress_bar", "true", "--trainer.max_steps", "6",
+                                                 "--trainer.callbacks+", bar, "--ckpt_path", str(ckpt)]
+    assert main(args) == 0
+    frames = capfd.readouterr().err.replace("\r", "\n").splitlines()
+    steps = [re.search(r"step: +\d+%\S* (\d+/\d+)", f).group(1) for f in frames if re.search(r"step: +\d+%", f)]
+    assert steps and steps[0] == "4/6" and steps[-1] == "6/6", steps  # counts on from the checkpoint's step
+    assert not any("Epoch" in f or "v_num" in f for f in frames)
