@@ -1,6 +1,7 @@
 """LoRA in training runs: the `lora:` option of every task, and checkpoints that hold adapters.
 
-`apply_to_task` runs in `Task.configure_model`, before parallelism: the model gets its adapters, every
+`apply_to_task` runs in `Task.configure_model`, before parallelism: the model starts from `lora.base` when
+that is set (and is not the task's `init_from`, already loaded), gets its adapters, and every
 model parameter is frozen except the adapters and the modules named in `trainable` (the task's own
 new head, outside the model, keeps training). Adapter initialisation draws from a generator seeded
 with the run's seed (`torch.initial_seed()`), so every rank of a sharded run builds the same A without
@@ -31,6 +32,12 @@ def apply_to_task(task: nn.Module, config: LoRAConfig) -> None:
     """Add adapters to `task.model` and set what trains; a no-op when they are there already."""
     if has_lora(task.model):
         return
+    init_from = getattr(task, "init_from", None)
+    if config.save_adapters_only and not (config.base or init_from):
+        raise ZooError("lora.save_adapters_only needs the base model's checkpoint: set "
+                       "--model.init_args.init_from (or lora.base) to the checkpoint to adapt")
+    if config.base and config.base != init_from:
+        load_base(task.model, config.base)
     generator = torch.Generator().manual_seed(torch.initial_seed())
     add_lora(task.model, r=config.r, alpha=config.alpha, dropout=config.dropout, targets=config.targets,
              generator=generator)
@@ -44,6 +51,17 @@ def apply_to_task(task: nn.Module, config: LoRAConfig) -> None:
     total = sum(p.numel() for p in task.parameters())
     trained = sum(p.numel() for p in task.parameters() if p.requires_grad)
     log.info("lora: training %d of %d parameters (%.2f%%)", trained, total, 100 * trained / max(1, total))
+
+
+def load_base(model: nn.Module, path: str) -> None:
+    """Start from the weights of the zoo checkpoint `path` (tasks without `init_from`: `lora.base`)."""
+    from zoo.checkpoint import model_from_checkpoint
+
+    base, _ = model_from_checkpoint(path)
+    if type(base) is not type(model) or asdict(base.config) != asdict(model.config):
+        raise ZooError(f"lora.base '{path}' holds another model than the config builds; use the base's architecture")
+    model.load_state_dict(base.state_dict())
+    log.info("lora: base weights from '%s'", path)
 
 
 def checkpoint_meta(config: LoRAConfig, init_from: Optional[str]) -> dict:
