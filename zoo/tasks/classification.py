@@ -41,9 +41,11 @@ Predict = Literal["score", "generate"]
 
 def load_pretrained(model: nn.Module, path: str) -> nn.Module:
     """Copy a zoo checkpoint's weights into ``model`` (same family and shapes), in place."""
+    from zoo.adapters import merge_lora
     from zoo.checkpoint import model_from_checkpoint
 
     pretrained, _ = model_from_checkpoint(path)
+    pretrained = merge_lora(pretrained)  # a LoRA run's checkpoint: its adapters folded into the weights
     family, mine = family_of(pretrained).name, family_of(model).name
     if family != mine:
         raise ZooError(f"init_from '{path}' holds a {family} model but the config builds a {mine}; "
