@@ -135,6 +135,11 @@ def test_adapter_only_checkpoint_is_small_and_rebuilds_base_plus_adapters(tmp_pa
     rebuilt, _ = model_from_checkpoint(tmp_path / "adapters.ckpt")
     assert len(lora_layers(rebuilt)) == 8
     assert (outputs("gpt", rebuilt) - outputs("gpt", task.model.eval())).abs().max() <= 1e-6
+    from zoo.tasks.classification import load_pretrained
+
+    merged = load_pretrained(build("gpt", tok, n_layer=4, d_model=64), str(tmp_path / "adapters.ckpt"))  # init_from
+    assert not lora_layers(merged)
+    assert (outputs("gpt", merged.eval()) - outputs("gpt", task.model)).abs().max() <= 1e-5
     base.unlink()
     with pytest.raises(ZooError, match="adapters only"):
         model_from_checkpoint(tmp_path / "adapters.ckpt")
