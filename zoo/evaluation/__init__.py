@@ -9,5 +9,5 @@ each family's own metrics on a held-out split, over any number of models, into o
 - `report`: console table, JSON, CSV and a bar chart.
 - `command`: the `zoo evaluate` verb.
 
-Only `metrics` loads here; `lm_eval` is imported where it is used (`pip install zoo[eval]`).
+Nothing is imported here; `lm_eval` only where it is used (one-line error naming `pip install zoo[eval]`).
 """
