@@ -80,6 +80,7 @@ def test_seq2seq_decoding_reproduces_bleu_and_rouge(t5_decoding, tmp_path):
     want = logged(ckpt)
     for metric in ("ppl", "bleu_greedy", "bleu_beam", "rougeL_greedy", "rougeL_beam"):
         assert row[f"family/{metric}"] == pytest.approx(want[metric], rel=1e-5, abs=1e-6), metric
+    assert max(want[m] for m in ("rougeL_greedy", "rougeL_beam", "bleu_greedy", "bleu_beam")) > 0  # not just 0 == 0
 
 
 def test_report_lists_models_side_by_side(fitted, task_cache, tmp_path, capsys):
