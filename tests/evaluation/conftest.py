@@ -12,8 +12,6 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-pytest.importorskip("lm_eval", reason="zoo evaluate needs the eval extra (pip install 'zoo[eval]')")
-
 from tests.interop.conftest import fitted  # noqa: E402,F401  (the session fixture: fitted(name) -> last.ckpt)
 
 

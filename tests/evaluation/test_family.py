@@ -14,6 +14,7 @@ import yaml
 from tests.interop.conftest import FITS, TRAINER
 from zoo.cli import main
 
+pytest.importorskip("lm_eval", reason="the eval extra (pip install 'zoo[eval]')")
 pytestmark = pytest.mark.xdist_group("evaluation")
 
 

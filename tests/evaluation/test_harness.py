@@ -10,14 +10,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-import lm_eval
-from lm_eval.api.instance import Instance
-from lm_eval.models.huggingface import HFLM
+lm_eval = pytest.importorskip("lm_eval", reason="the eval extra (pip install 'zoo[eval]')")
+from lm_eval.api.instance import Instance  # noqa: E402
+from lm_eval.models.huggingface import HFLM  # noqa: E402
 
-from zoo.checkpoint import load_model
-from zoo.evaluation.harness import ZooLM
-from zoo.evaluation.local_tasks import LOCAL_TASKS, task_manager
-from zoo.interop.hf import to_hf
+from zoo.checkpoint import load_model  # noqa: E402
+from zoo.evaluation.harness import ZooLM  # noqa: E402
+from zoo.evaluation.local_tasks import LOCAL_TASKS, task_manager  # noqa: E402
+from zoo.interop.hf import to_hf  # noqa: E402
 
 pytestmark = pytest.mark.xdist_group("evaluation")
 REL = 1e-5
