@@ -12,7 +12,7 @@ is a real `zoo fit` in its own process (so peak memory is that run's), and repor
 - step time: median of the training steps after 5 warm-up steps,
 - final validation accuracy (the task's `val/acc` after the last step).
 
-Writes `benchmarks/results/adapt-lora-<device>.json` and `.md`. The instruction-tuning (SFT) half of
+Writes `benchmarks/results/adapt-lora-<device><--tag>.json` and `.md`. The instruction-tuning (SFT) half of
 issue 16 can call `pretrain`, `fit` and `measure_args` from here (see the README).
 
     python benchmarks/adapt.py [--families bert gpt t5 bart] [--pretrain-steps 300] [--steps 150]
@@ -192,6 +192,7 @@ def main() -> None:
     p.add_argument("--lora-lr", type=float, default=2e-3)
     p.add_argument("--accelerator", default="gpu" if torch.cuda.is_available() else "cpu")
     p.add_argument("--work", default="runs/adapt")
+    p.add_argument("--tag", default="", help="suffix of the results files (adapt-lora-<device><tag>.json)")
     args = p.parse_args()
     lora = {"r": args.rank, "targets": args.targets, "lr": args.lora_lr,
             "trainable": {"bert": ["pooler"]}}  # BERT's head reads the pooler, which pre-training (MLM) never trained
@@ -199,7 +200,7 @@ def main() -> None:
            "lora": lora}
     rows = lora_vs_full(args.families, args.pretrain_steps, args.steps, Path(args.work), args.accelerator, lora)
     env["load_average_end"] = os.getloadavg()
-    name = f"adapt-lora-{'gpu' if args.accelerator == 'gpu' else 'cpu'}"
+    name = f"adapt-lora-{'gpu' if args.accelerator == 'gpu' else 'cpu'}{args.tag}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
     md = (f"LoRA vs full fine-tuning, topic classification ({env['device']}, {env['date']}, torch {env['torch']}, "
