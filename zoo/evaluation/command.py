@@ -62,7 +62,8 @@ def harness_scores(loaded, tasks: list[str], manager, batch_size: int, device: s
     for task, results in out["results"].items():
         for key, value in results.items():
             metric, _, filt = key.partition(",")
-            if "_stderr" in metric or metric == "sample_len" or not isinstance(value, (int, float)) or isinstance(value, bool):
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if "_stderr" in metric or metric == "sample_len" or not number:
                 continue
             scores[f"{task}/{metric}" + ("" if filt in ("", "none") else f"[{filt}]")] = float(value)
     return scores
@@ -151,7 +152,8 @@ def evaluate(
         elif FAMILY in wanted:
             from zoo.evaluation.family import family_metrics
 
-            row.update({f"{FAMILY}/{k}": v for k, v in family_metrics(loaded, limit_batches, decode_batches, split).items()})
+            own = family_metrics(loaded, limit_batches, decode_batches, split)
+            row.update({f"{FAMILY}/{k}": v for k, v in own.items()})
         generates = can(loaded.model, Capability.CAUSAL_LM) or can(loaded.model, Capability.SEQ2SEQ)
         if harness and (explicit or generates):
             try:

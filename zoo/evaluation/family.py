@@ -154,4 +154,5 @@ def family_metrics(loaded: Loaded, limit_batches: Optional[int] = None, decode_b
         return causal_lm(loaded, batches)
     from zoo.errors import ZooError
 
-    raise ZooError(f"zoo evaluate has no family metrics for a {type(task).__name__} checkpoint; use --tasks for harness tasks")
+    raise ZooError(f"zoo evaluate has no family metrics for a {type(task).__name__} checkpoint; "
+                   "use --tasks for harness tasks")

@@ -113,8 +113,8 @@ class ZooLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return "zoo"
 
-    def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None, left_truncate_len: Optional[int] = None,
-                   **kwargs) -> list[int]:
+    def tok_encode(self, string: str, add_special_tokens: Optional[bool] = None,
+                   left_truncate_len: Optional[int] = None, **kwargs) -> list[int]:
         special = True if add_special_tokens is None else add_special_tokens
         if add_special_tokens is None and string.startswith(self.tok_decode([self.prefix_token_id], False)):
             special = False  # HFLM: a text that already starts with the prefix token gets no second one
@@ -174,7 +174,8 @@ class ZooLM(TemplateLM):
     def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
         windows, counts = [], []
         for (text,) in (r.args for r in requests):
-            rolling = lm_utils.get_rolling_token_windows(token_list=self.tok_encode(text), prefix_token=self.prefix_token_id,
+            rolling = lm_utils.get_rolling_token_windows(token_list=self.tok_encode(text),
+                                                         prefix_token=self.prefix_token_id,
                                                          max_seq_len=self.max_length, context_len=1)
             mine = [(None,) + lm_utils.make_disjoint_window(w) for w in rolling]
             windows += mine
@@ -205,7 +206,8 @@ class ZooLM(TemplateLM):
             max_gen = kwargs.pop("max_gen_toks")
             room = self.max_length - max_gen if self.backend == "causal" else self.max_length
             if room < 1:
-                raise ZooError(f"generating {max_gen} tokens leaves no room for the prompt in a context of {self.max_length}")
+                raise ZooError(f"generating {max_gen} tokens leaves no room for the prompt in a context of "
+                               f"{self.max_length}")
             sample = bool(kwargs.get("do_sample")) and float(kwargs.get("temperature", 0.0)) > 0
             batch = [Request(self.tok_encode(c, left_truncate_len=room), max_tokens=max_gen,
                              temperature=float(kwargs["temperature"]) if sample else 0.0,

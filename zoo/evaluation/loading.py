@@ -76,7 +76,8 @@ def read_data_config(path: str) -> dict:
     config = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
     data = config.get("data", config)
     if not isinstance(data, dict) or "class_path" not in data:
-        raise ZooError(f"--data {path}: no `data:` section with a class_path; pass a fit config such as configs/gpt/nano.yaml")
+        raise ZooError(f"--data {path}: no `data:` section with a class_path; "
+                       "pass a fit config such as configs/gpt/nano.yaml")
     return {"class_path": data["class_path"], "init_args": dict(data.get("init_args") or {}), "given": True}
 
 

@@ -26,7 +26,8 @@ def environment(device: str) -> dict[str, Any]:
             versions[package] = version(package.replace("_", "-"))
         except Exception:  # noqa: BLE001  (not installed)
             pass
-    name = torch.cuda.get_device_name() if device.startswith("cuda") and torch.cuda.is_available() else platform.processor() or "cpu"
+    cuda = device.startswith("cuda") and torch.cuda.is_available()
+    name = torch.cuda.get_device_name() if cuda else platform.processor() or platform.machine() or "cpu"
     return {"device": device, "device_name": name, "threads": torch.get_num_threads(), "versions": versions,
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
