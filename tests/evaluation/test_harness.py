@@ -32,12 +32,22 @@ def scrambled(model, seed=0):
     return model
 
 
+def export_pair(fitted, tmp_path_factory, name):
+    """(zoo model, tokenizer, HF directory) of the same random model with its trained tokenizer."""
+    model, tok = load_model(str(fitted(name)))
+    scrambled(model)
+    return model, tok, to_hf(model, tmp_path_factory.mktemp(f"hf-{name}"), tokenizer=tok)
+
+
 @pytest.fixture(scope="module")
 def gpt_pair(fitted, tmp_path_factory):
-    """(zoo model, tokenizer, HF directory) of the same random GPT with its trained tokenizer."""
-    model, tok = load_model(str(fitted("gpt")))
-    scrambled(model)
-    return model, tok, to_hf(model, tmp_path_factory.mktemp("hf-gpt"), tokenizer=tok)
+    return export_pair(fitted, tmp_path_factory, "gpt")
+
+
+@pytest.fixture(scope="module", params=["gpt", "llama"])
+def decoder_pair(request, fitted, tmp_path_factory, gpt_pair):
+    """GPT-2 style, and LLaMA/Mistral style (RoPE, RMSNorm, SwiGLU, grouped KV, sliding window 4)."""
+    return gpt_pair if request.param == "gpt" else export_pair(fitted, tmp_path_factory, "llama")
 
 
 def flat(results):
@@ -68,10 +78,10 @@ def requests(kind, args):
     return [Instance(request_type=kind, doc={}, arguments=a, idx=i) for i, a in enumerate(args)]
 
 
-def test_requests_equal_hflm(gpt_pair):
+def test_requests_equal_hflm(decoder_pair):
     """Each request type on awkward inputs: empty context (prefix token), trailing spaces, a text far
     longer than the 32-token context (rolling windows), and greedy generation with stop strings."""
-    model, tok, directory = gpt_pair
+    model, tok, directory = decoder_pair
     hf, ours = HFLM(pretrained=str(directory), batch_size=3, device="cpu"), ZooLM(model, tok, batch_size=3)
     pairs = [("", "def f(x):"), ("The return statement ", "leaves"), ("a" * 5, " b c"),
              ("x = [1, 2,", " 3]"), ("Long " * 40, "tail")]

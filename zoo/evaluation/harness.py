@@ -10,7 +10,7 @@ step for step, so that a zoo model and its `zoo.to_hf` export score the same:
   prefix token; no BOS is added beyond what the tokenizer itself adds, as HFLM by default.
 - special ids: the roles `zoo.to_hf` writes in tokenizer_config.json (`zoo.interop.hf.special_tokens`):
   eot = eos; prefix = bos, else eos.
-- `max_length`: the model's position limit (HF's `n_positions` / `max_position_embeddings`), else 2048.
+- `max_length`: the config's `max_seq_len` (HF's `n_positions` / `max_position_embeddings`), else 2048.
 - `loglikelihood_rolling`: `get_rolling_token_windows(context_len=1)` + `make_disjoint_window`, the
   windows of all documents scored `batch_size` at a time, one sum per document.
 - `_loglikelihood_tokens`: requests sorted longest first (`Collator`), batches of `batch_size`
@@ -60,10 +60,9 @@ def special_ids(tokenizer) -> dict[str, int]:
 
 
 def model_max_length(model: nn.Module) -> int:
-    """What HFLM reads off the exported config: learned/sinusoidal position limit, else 2048."""
-    from zoo.generation import context_limit
-
-    return context_limit(model) or DEFAULT_MAX_LENGTH
+    """What HFLM reads off the export: `max_seq_len` (written as `n_positions` / `max_position_embeddings`,
+    RoPE models included: the length they were trained at), else 2048 (T5: relative positions)."""
+    return getattr(model.config, "max_seq_len", None) or DEFAULT_MAX_LENGTH
 
 
 class ZooLM(TemplateLM):
@@ -73,7 +72,7 @@ class ZooLM(TemplateLM):
         model: a zoo model with the causal LM or seq2seq capability.
         tokenizer: its tokenizer (`tokenizers.Tokenizer`).
         batch_size: requests (or rolling windows) per forward pass.
-        max_length: context length in tokens (default: the model's position limit, else 2048).
+        max_length: context length in tokens (default: the config's `max_seq_len`, else 2048).
         device: where the model runs.
         max_gen_toks: default generation length for `generate_until` (HFLM: 256).
     """
