@@ -139,7 +139,16 @@ def _peak_child(path: str, kind: str, queue) -> None:
 
         model, _ = model_from_checkpoint(path)
     decode_tokens_per_s(model, runs=1)
-    queue.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # KiB -> MiB
+    queue.put(high_water_mib())
+
+
+def high_water_mib() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux keeps that across exec, so a spawned
+    child would report its parent's peak."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB -> MiB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def peak_rss_mib(path: Path, kind: str) -> float:
