@@ -83,3 +83,19 @@ def test_magnitude_pruning_zeroes_weights_and_keeps_shapes():
     assert abs(sparsity - 0.5) < 0.01
     assert {k: v.shape for k, v in model.state_dict().items()} == shapes
     assert not any("weight_orig" in k for k in model.state_dict())
+
+
+def test_gradient_scores_choose_the_kept_neurons():
+    from tests.compress.conftest import V
+    from zoo.compress.prune import taylor_scores
+
+    model = tiny("gpt")
+    ids = torch.randint(3, V - 1, (2, 12), generator=torch.Generator().manual_seed(0))
+    scores = taylor_scores(model, lambda m, b: m(b, labels=b), [ids])
+    assert set(scores) == {"decoder.layers.0.mlp", "decoder.layers.1.mlp"}
+    assert scores["decoder.layers.0.mlp"].shape == (128,) and bool((scores["decoder.layers.0.mlp"] > 0).any())
+    assert all(p.grad is None for p in model.parameters())
+    forced = {name: torch.arange(128, dtype=torch.float) for name in scores}  # keeps the last neurons
+    small = prune_structured(model, 0.7, scores=forced)
+    k = small.config.d_ff
+    torch.testing.assert_close(small.decoder.layers[0].mlp.up_proj.weight, model.decoder.layers[0].mlp.up_proj.weight[-k:])
