@@ -55,13 +55,14 @@ def torchao_quantization():
 
 def _config(scheme: str):
     q = torchao_quantization()
-    factories: dict[str, Callable[[], Any]] = {
+    factories: dict[str, Callable[..., Any]] = {
         "int8-weight": q.Int8WeightOnlyConfig,
         "int8-dynamic": q.Int8DynamicActivationInt8WeightConfig,
-        "int4-weight": lambda: q.Int4WeightOnlyConfig(group_size=128),
+        "int4-weight": lambda **kw: q.Int4WeightOnlyConfig(group_size=128, **kw),
         "float8": q.Float8DynamicActivationFloat8WeightConfig,
     }
-    return factories[scheme]()
+    # set_inductor_config=True would change torch._inductor's global settings for the whole process
+    return factories[scheme](set_inductor_config=False)
 
 
 def check_scheme(scheme: str, device: str | torch.device = "cpu") -> None:
