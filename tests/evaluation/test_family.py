@@ -55,6 +55,30 @@ def t5_decoding(tmp_path_factory):
     return ckpt
 
 
+@pytest.fixture(scope="session")
+def instruction_tuned(tmp_path_factory):
+    """A 2-step instruction-tuning fit. At this size each validation row holds one example, so packed
+    positions and segments are not exercised here; the checkpoint's task type and data are."""
+    m = "--model.init_args.model.init_args.config."
+    root, cache = tmp_path_factory.mktemp("fit-sft"), str(tmp_path_factory.mktemp("cache-sft"))
+    args = ["fit", "-c", "configs/gpt/sft.yaml", *TRAINER, "--model.init_args.sample_tokens", "4",
+            f"{m}max_seq_len", "64", f"{m}d_model", "32", f"{m}n_layer", "1", f"{m}n_head", "2",
+            "--data.init_args.vocab_size", "400", "--data.init_args.block_size", "64", "--data.init_args.batch_size", "4",
+            "--data.init_args.cache_dir", cache, "--trainer.default_root_dir", str(root),
+            "--trainer.logger.init_args.save_dir", str(root)]
+    assert main(args) == 0
+    (ckpt,) = sorted(root.rglob("last.ckpt"))
+    return ckpt
+
+
+def test_instruction_tuned_perplexity(instruction_tuned, tmp_path):
+    ckpt = instruction_tuned
+    scores = evaluate(["--model", str(ckpt), "--tasks", "family", "--limit_batches", str(limit_val_batches(ckpt))],
+                      tmp_path)["scores"]
+    (row,) = scores.values()
+    assert row["family/ppl"] == pytest.approx(logged(ckpt)["ppl"], rel=1e-5)
+
+
 # family metric names in the report ↔ what the task logs
 EXPECTED = {
     "gpt": ["ppl"], "bert": ["ppl", "acc"], "bart": ["ppl"], "clip": ["i2t_R@1", "t2i_R@1", "i2t_R@5", "zero_shot_acc"],

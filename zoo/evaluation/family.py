@@ -40,9 +40,16 @@ def _batches(loader, limit: Optional[int], device) -> Iterable[dict]:
 
 
 def causal_lm(loaded: Loaded, batches) -> dict[str, float]:
+    """Through the task's own validation forward when it is a `CausalLM` (instruction tuning passes its
+    packing's positions and segments), else (a distilled student) the model's plain forward."""
+    from zoo.tasks import CausalLM
+
     ppl, bpc = metrics.perplexity(), metrics.BitsPerCharacter()
     for batch in batches:
-        logits = loaded.model(batch["input_ids"], attention_mask=batch.get("attention_mask")).float()  # (B, T, V)
+        if isinstance(loaded.task, CausalLM):
+            logits = loaded.task._loss(batch)[1].float()  # (B, T, V)
+        else:
+            logits = loaded.model(batch["input_ids"], attention_mask=batch.get("attention_mask")).float()
         ppl.update(logits, batch["labels"])
         bpc.update(logits, batch["labels"], characters(loaded.tokenizer, batch["labels"]))
     return {"ppl": float(ppl.compute()), "bpc": float(bpc.compute())}
@@ -152,6 +159,13 @@ def family_metrics(loaded: Loaded, limit_batches: Optional[int] = None, decode_b
         return masked_lm(loaded, batches)
     if isinstance(task, CausalLM):
         return causal_lm(loaded, batches)
+    from zoo.families import can
+    from zoo.models.base import Capability
+
+    if can(loaded.model, Capability.CAUSAL_LM):  # a task of its own (distillation) on language-model data
+        return causal_lm(loaded, batches)
+    if can(loaded.model, Capability.MASKED_LM):
+        return masked_lm(loaded, batches)
     from zoo.errors import ZooError
 
     raise ZooError(f"zoo evaluate has no family metrics for a {type(task).__name__} checkpoint; "
