@@ -101,7 +101,7 @@ class Distillation(Task):
 
     Args:
         model: the student (a zoo GPT, BERT, T5 or BART).
-        teacher: the teacher: a zoo `.ckpt` or a Hugging Face directory.
+        teacher: the teacher: a zoo `.ckpt` or a Hugging Face directory (from Python, also a built model).
         teacher_quantize: quantize the teacher with torchao first ("int8-weight", ...; see `zoo quantize`).
         alpha: weight of the soft (teacher) term; 1 − alpha weighs the student's own objective.
         temperature: softmax temperature T of both models in the soft term.
