@@ -28,7 +28,7 @@ def zoo(*argv: str, cwd: Path = ROOT) -> tuple[int, str]:
     (["--data.init_args.batch_size", "0"], ["batch_size=0", "at least 1"]),
     ([CFG + "n_layer", "0"], ["n_layer=0", "at least 1"]),
     ([CFG + "n_layer", "-1"], ["n_layer=-1", "at least 1"]),
-    ([CFG + "n_head", "5"], ["n_head=5", "must divide d_model=192"]),
+    ([CFG + "n_head", "5"], ["n_head=5", "must divide d_model=128"]),
     ([CFG + "window", "500"], ["window=500", "at most max_seq_len=128"]),
     ([CFG + "n_layer", "two"], ["n_layer", "expects int", "'two'"]),
     (["--trainer.max_steps", "abc"], ["trainer.max_steps", "expects int"]),
