@@ -15,6 +15,7 @@ the same scale alpha/r, written to `rank_pattern`/`alpha_pattern`).
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
@@ -65,29 +66,18 @@ def _gpt2_from_hf(hf: str) -> list[Mapped]:
     return [(f"decoder.layers.{i}.{inverse[rest]}", 0, 1)]
 
 
-def _llama_from_hf(hf: str) -> Optional[str]:
-    name = hf.removeprefix("model.")
-    return name.replace("layers.", "decoder.layers.", 1) if name.startswith("layers.") else name
-
-
 class NameMap:
     """Zoo ↔ Hugging Face module names of one model (its family's table; GPT-2 style or LLaMA style)."""
 
     def __init__(self, model: nn.Module):
         from zoo.families import family_of
-        from zoo.hf import bart, bert, clip, t5
 
-        family = family_of(model).name
-        self.fused = family == "gpt" and model.config.position == "learned"  # GPT-2's c_attn
-        tables = {
-            "bert": (_weight_name(bert.export_name), _weight_name(bert.rename)),
-            "t5": (_weight_name(lambda n: t5.export_name(n, model.config.gated_mlp)), _weight_name(t5.rename)),
-            "bart": (_weight_name(bart.export_name), _weight_name(bart.rename)),
-            "clip": (_weight_name(clip.export_name), _weight_name(lambda n: clip.rename(n.removeprefix("clip.")))),
-            "gpt": (lambda n: "model." + n.replace("decoder.layers.", "layers.", 1), _llama_from_hf),
-        }
-        self.family = family
-        self._to, self._from = tables[family]
+        family = family_of(model)
+        names = importlib.import_module(family.hf_import.partition(":")[0])  # the family's zoo.hf module
+        self.fused = names.fused_qkv(model)  # GPT-2's c_attn
+        to_hf, from_hf = names.weight_names(model)
+        self.family = family.name
+        self._to, self._from = _weight_name(to_hf), _weight_name(from_hf)
 
     def to_hf(self, zoo: str) -> Mapped:
         if self.fused:

@@ -131,3 +131,14 @@ def export(model: Bert, head: ClassifierHead | None = None) -> tuple[dict, dict]
     if head.bias is not None:
         state["classifier.bias"] = head.bias
     return {**cfg, **head.label_config(), "architectures": ["BertForSequenceClassification"]}, state
+
+
+# ----------------------------------------------------------------- names for adapters (zoo.adapters.peft)
+def weight_names(model) -> tuple:
+    """(zoo weight name → Hugging Face, Hugging Face → zoo) for this model: PEFT adapters map through it."""
+    return export_name, rename
+
+
+def fused_qkv(model) -> bool:
+    """Whether Hugging Face fuses this model's q/k/v into one layer (GPT-2's c_attn): no."""
+    return False

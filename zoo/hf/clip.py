@@ -133,3 +133,14 @@ def export(model: CLIP) -> tuple[dict, dict]:
            "logit_scale_init_value": c.logit_scale_init, "text_config": text, "vision_config": vision}
     state = {export_name(k): v.reshape(()) if k == "logit_scale" else v for k, v in model.state_dict().items()}
     return cfg, state
+
+
+# ----------------------------------------------------------------- names for adapters (zoo.adapters.peft)
+def weight_names(model) -> tuple:
+    """(zoo weight name → Hugging Face, Hugging Face → zoo) for this model: PEFT adapters map through it."""
+    return export_name, (lambda name: rename(name.removeprefix("clip.")))
+
+
+def fused_qkv(model) -> bool:
+    """Whether Hugging Face fuses this model's q/k/v into one layer (GPT-2's c_attn): no."""
+    return False

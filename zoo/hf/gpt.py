@@ -212,3 +212,20 @@ def _with_classifier(model: GPT, cfg: dict, state: dict, head: ClassifierHead) -
         state["transformer.ln_f.bias"] = (ln.double() + delta).to(ln.dtype)
     state["score.weight"] = head.weight
     return {**cfg, **head.label_config(), "architectures": [f"{kind}ForSequenceClassification"]}, state
+
+
+# ----------------------------------------------------------------- names for adapters (zoo.adapters.peft)
+def _llama_from_hf(name: str) -> str:
+    name = name.removeprefix("model.")
+    return name.replace("layers.", "decoder.layers.", 1) if name.startswith("layers.") else name
+
+
+def weight_names(model) -> tuple:
+    """(zoo weight name → Hugging Face, Hugging Face → zoo) for a LLaMA-style export (GPT-2's fused
+    c_attn is mapped by `zoo.adapters.peft` itself: see `fused_qkv`)."""
+    return (lambda name: "model." + name.replace("decoder.layers.", "layers.", 1)), _llama_from_hf
+
+
+def fused_qkv(model: GPT) -> bool:
+    """Whether the export fuses q/k/v into one layer: GPT-2 style (learned positions) does, as c_attn."""
+    return model.config.position == "learned"

@@ -146,3 +146,14 @@ def export(model: T5) -> tuple[dict, dict]:
     state = {export_name(k, c.gated_mlp): v for k, v in model.state_dict().items()
              if not (k == "lm_head.weight" and c.tie_embeddings)}
     return cfg, state
+
+
+# ----------------------------------------------------------------- names for adapters (zoo.adapters.peft)
+def weight_names(model) -> tuple:
+    """(zoo weight name → Hugging Face, Hugging Face → zoo) for this model: PEFT adapters map through it."""
+    return (lambda name: export_name(name, model.config.gated_mlp)), rename
+
+
+def fused_qkv(model) -> bool:
+    """Whether Hugging Face fuses this model's q/k/v into one layer (GPT-2's c_attn): no."""
+    return False
