@@ -112,10 +112,24 @@ class Server:
         return out
 
 
-async def _completions(job: Job):
-    """(delta, Completion | None) events of one job, until its Completion."""
+class ClientGone(Exception):
+    """The client of a streamed response disconnected."""
+
+
+async def _completions(job: Job, request: Optional[HttpRequest] = None):
+    """(delta, Completion | None) events of one job, until its Completion. With `request` (streaming),
+    raises ClientGone as soon as its client has disconnected: uvicorn drops writes to a closed connection
+    silently, so waiting for a failed send could decode the whole request for nobody."""
+    getter: Optional[asyncio.Future] = None
     while True:
-        event = await job.events.get()
+        getter = getter or asyncio.ensure_future(job.events.get())
+        finished, _ = await asyncio.wait({getter}, timeout=0.25)
+        if request is not None and await request.is_disconnected():
+            getter.cancel()
+            raise ClientGone
+        if not finished:
+            continue
+        event, getter = getter.result(), None
         if isinstance(event, Exception):
             status = 400 if isinstance(event, (ZooError, ValueError)) else 500
             raise ApiError(status, str(event), kind="invalid_request_error" if status == 400 else "server_error")
@@ -322,7 +336,7 @@ async def _stream(s: Server, request: HttpRequest, jobs: list[Job], base: dict, 
                 yield sse({**base, "object": chunk_kind, "choices": [_choice(kind, i, "", None, True)]})
             elif echo:
                 yield sse({**base, "object": chunk_kind, "choices": [_choice(kind, i, prompts[i], None, True)]})
-            async for delta, completion in _completions(job):
+            async for delta, completion in _completions(job, request):
                 text += delta
                 if delta:
                     yield sse({**base, "object": chunk_kind, "choices": [_choice(kind, i, delta, None, True)]})
@@ -337,6 +351,8 @@ async def _stream(s: Server, request: HttpRequest, jobs: list[Job], base: dict, 
     except ApiError as err:
         status, request.state.error = err.status, err.message
         yield sse({"error": {"message": err.message, "type": err.kind, "param": None, "code": None}})
+    except ClientGone:
+        status, request.state.error = 499, "client disconnected"
     except BaseException:
         status, request.state.error = 499, "client disconnected"
         raise
