@@ -143,3 +143,11 @@ def test_adapter_only_checkpoint_is_small_and_rebuilds_base_plus_adapters(tmp_pa
     base.unlink()
     with pytest.raises(ZooError, match="adapters only"):
         model_from_checkpoint(tmp_path / "adapters.ckpt")
+
+
+def test_all_linear_given_as_a_one_item_list_means_all_linear():
+    """`--model.init_args.lora.targets all-linear` (or a YAML list) arrives as ["all-linear"]."""
+    a, b = build("gpt", tokenizer("gpt")), build("gpt", tokenizer("gpt"))
+    zoo.add_lora(a, r=2, targets="all-linear")
+    zoo.add_lora(b, r=2, targets=["all-linear"])
+    assert sorted(lora_layers(a)) == sorted(lora_layers(b)) and len(lora_layers(a)) > 2

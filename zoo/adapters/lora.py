@@ -137,6 +137,8 @@ def _candidates(model: nn.Module, targets: Union[str, Sequence[str]]) -> list[st
     inside_lora = {n for n, m in model.named_modules() if isinstance(m, LoRALinear)}
     names = [n for n, m in model.named_modules() if is_linear_like(m)
              and not any(n.startswith(p + ".") for p in inside_lora)]
+    if not isinstance(targets, str) and list(targets) == [ALL_LINEAR]:  # `--targets all-linear` arrives as a list
+        targets = ALL_LINEAR
     if targets == ALL_LINEAR:
         block_modules = {id(m) for b in transformer_blocks(model) for m in b.modules()}
         return [n for n in names if id(model.get_submodule(n)) in block_modules]
