@@ -39,7 +39,7 @@ gpu-check:
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/kernels.py
+	$(BIN)/python benchmarks/kernel_bench.py
 
 clean:
 	rm -rf runs lightning_logs .zoo_cache .pytest_cache

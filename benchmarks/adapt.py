@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the repository's `kernels` package, not benchmarks/kernels.py
+sys.path.insert(0, str(ROOT))  # the repository's `kernels` package, not benchmarks/kernel_bench.py
 RESULTS = ROOT / "benchmarks" / "results"
 PRETRAIN = {"bert": "configs/bert/tiny.yaml", "gpt": "configs/gpt/nano.yaml", "t5": "configs/t5/tiny.yaml",
             "bart": "configs/bart/tiny.yaml"}

@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# run as a script, benchmarks/ is sys.path[0] and its kernels.py would shadow the `kernels` package
+# run as a script from anywhere: the checkout (zoo, kernels) first on sys.path, benchmarks/ off it
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 

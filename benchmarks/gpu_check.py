@@ -3,7 +3,7 @@
 Made for the short GPU loans this project gets: run it first, commit the results it writes.
 
 1. the tests marked `gpu` (`pytest -m gpu`);
-2. a reduced kernel benchmark (benchmarks/kernels.py): attention forward and backward, causal, at
+2. a reduced kernel benchmark (benchmarks/kernel_bench.py): attention forward and backward, causal, at
    sequence 2k and 8k, head dims 64 and 128, bf16, against every SDPA backend and compiled
    FlexAttention; the ALiBi and T5 variants against FlexAttention and SDPA with a bias; the norms
    at M·N = 16M (4096 × 4096);
@@ -62,7 +62,7 @@ class Step:
 
 def _bench(tag: str, budget_s: float, *args: str) -> list[str]:
     # the benchmark stops starting new shapes at 80% of its budget, so it always writes what it measured
-    return [sys.executable, "benchmarks/kernels.py", "--tag", tag, "--rep", "20", "--time-limit",
+    return [sys.executable, "benchmarks/kernel_bench.py", "--tag", tag, "--rep", "20", "--time-limit",
             f"{0.8 * budget_s:.0f}", *args]
 
 

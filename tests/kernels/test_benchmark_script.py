@@ -1,4 +1,4 @@
-"""benchmarks/kernels.py without a GPU: the no-GPU exit, the FLOP accounting, and the reporting
+"""benchmarks/kernel_bench.py without a GPU: the no-GPU exit, the FLOP accounting, and the reporting
 path (tables, CSV, JSON, PNG) driven on CPU with a wall-clock timer and tiny shapes."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def bench():
     # load by path: `benchmarks` is not an installed package, and the file is named like `kernels`
-    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "benchmarks" / "kernels.py")
+    spec = importlib.util.spec_from_file_location("bench_kernels", ROOT / "benchmarks" / "kernel_bench.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -66,7 +66,7 @@ def test_plan_covers_the_issue_and_fits_the_budget(gc):
 def test_dry_run_prints_the_steps_and_runs_nothing(gc, capsys):
     assert gc.main(["--dry-run"], cuda_available=False) == 0
     out = capsys.readouterr().out
-    assert "zoo fit clip" in out and "benchmarks/kernels.py" in out and gc.NO_GPU_MESSAGE not in out
+    assert "zoo fit clip" in out and "benchmarks/kernel_bench.py" in out and gc.NO_GPU_MESSAGE not in out
 
 
 def _step(gc, name, code, budget=30.0, needs=(), parallel=False):

@@ -13,8 +13,8 @@ memory is `torch.cuda.max_memory_allocated` during the measurement (it includes 
 do_bench's 256 MB flush buffer). A failure (unsupported shape, OOM, compile error) is recorded
 in the row's `error` column and the run goes on.
 
-    python benchmarks/kernels.py --quick
-    python benchmarks/kernels.py --what attention --dtype bf16 --seq 1024 4096
+    python benchmarks/kernel_bench.py --quick
+    python benchmarks/kernel_bench.py --what attention --dtype bf16 --seq 1024 4096
 
 Writes benchmarks/results/kernels-<device>.{csv,json} and PNG plots beside them.
 """
@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-if __name__ == "__main__":  # as a script, benchmarks/ is sys.path[0] and this file would shadow `kernels`
+if __name__ == "__main__":  # as a script: the checkout (zoo, kernels) first on sys.path
     sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
     sys.path.insert(0, str(_HERE.parent))
 
