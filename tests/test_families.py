@@ -73,8 +73,8 @@ def test_no_family_name_comparisons_or_capability_probes_outside_the_registry():
     names = "|".join(FAMILIES)
     probes = ("generate|pooled|features|encode|decode|shift_right|hidden_states|is_encoder_decoder|family|config|"
               "mlm_logits|encode_text|encode_image|feature_dim")
-    pattern = re.compile(rf"""family\w*\s*[!=]=\s*["']({names})["']|["']({names})["']\s*[!=]=\s*\w*family|"""
-                         rf"""family\w*\s+(not\s+)?in\s+\(["']({names})|(hasattr|getattr)\([\w.()]*,\s*["']({probes})["']""")
+    pattern = re.compile(rf"""family[\w.]*\s*[!=]=\s*["']({names})["']|["']({names})["']\s*[!=]=\s*[\w.]*family|"""
+                         rf"""family[\w.]*\s+(not\s+)?in\s+\(["']({names})|(hasattr|getattr)\([\w.()]*,\s*["']({probes})["']""")
     offenders = []
     for folder in ("zoo", "benchmarks"):
         for path in (ROOT / folder).rglob("*.py"):

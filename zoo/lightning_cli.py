@@ -129,11 +129,11 @@ class ZooCLI(LightningCLI):
         """Build the model's config dataclass once before anything else is instantiated, so that an
         impossible size (its `__post_init__` rules) is refused before the data and tokenizer are prepared."""
         cfg = self.config.get(self.subcommand) if self.subcommand else self.config
-        model = cfg.get("model") if cfg is not None else None
-        task_args = model.get("init_args") if hasattr(model, "get") else None
+        spec = cfg.get("model") if cfg is not None else None
+        task_args = spec.get("init_args") if hasattr(spec, "get") else None
         if self.subcommand in ("validate", "test") and hasattr(task_args, "get") and task_args.get("sample_prompt"):
             task_args["sample_prompt"] = ""  # the end-of-validation sample follows training, not an evaluation
-        inner = model.get("init_args", {}).get("model") if hasattr(model, "get") else None
+        inner = spec.get("init_args", {}).get("model") if hasattr(spec, "get") else None
         if not hasattr(inner, "get") or not isinstance(inner.get("class_path"), str):
             return
         import importlib

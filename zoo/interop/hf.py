@@ -131,14 +131,14 @@ def to_hf(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | str = 
     dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
     tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     export = family.converter("export")
-    if head is not None and family.name not in ("gpt", "bert"):
+    if head is not None and not (family.can(Capability.CAUSAL_LM) or family.can(Capability.MASKED_LM)):
         raise refuse(family.name, "a classifier head", "Hugging Face classifiers of this family are not exported; "
                      "zoo exports GPT and BERT classifiers")
     cfg, state = export(model, head=head) if head is not None else export(model)
     ids = special_ids(tokenizer)
-    if family.name == "gpt":
+    if family.can(Capability.CAUSAL_LM):
         cfg.update(ids)
-    elif family.name == "clip" and "pad_token_id" in ids:
+    elif family.can(Capability.IMAGE_TEXT) and "pad_token_id" in ids:
         cfg["text_config"].update(pad_token_id=ids["pad_token_id"], bos_token_id=ids.get("bos_token_id"))
     cfg["dtype"] = str(dtype).removeprefix("torch.")
     directory = Path(path)
