@@ -97,9 +97,13 @@ def checkpoint_family(ckpt: dict) -> Optional[str]:
 
 def model_from_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, Any]:
     """(model in eval mode, tokenizers.Tokenizer or None) from a zoo `.ckpt` file."""
+    return model_from_read(read_checkpoint(path), path)
+
+
+def model_from_read(ckpt: dict, path: str | os.PathLike) -> tuple[nn.Module, Any]:
+    """(model in eval mode, tokenizer or None) from an already-read checkpoint dict (`read_checkpoint`)."""
     from zoo.families import FAMILIES
 
-    ckpt = read_checkpoint(path)
     meta = ckpt.get("zoo")
     if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
         raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")

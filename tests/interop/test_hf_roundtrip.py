@@ -14,12 +14,7 @@ transformers = pytest.importorskip("transformers")
 t = transformers
 
 
-def redraw(model, std=0.2, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-    return model.eval()
+from tests.models.test_hf_t5 import redraw  # noqa: E402  (large random weights, as the import tests use)
 
 
 def gpt2():

@@ -34,7 +34,7 @@ class Source:
 
 def load_source(path: str) -> Source:
     """A `zoo fit` checkpoint, a sharded checkpoint folder, or a Hugging Face directory / hub name."""
-    from zoo.checkpoint import is_sharded_checkpoint, load_model, read_checkpoint
+    from zoo.checkpoint import is_sharded_checkpoint, load_model, model_from_read, read_checkpoint
 
     p = Path(path)
     if not (p.suffix == ".ckpt" or p.is_file() or is_sharded_checkpoint(p)):
@@ -43,31 +43,13 @@ def load_source(path: str) -> Source:
         template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
         return Source(model, tokenizer, chat_template=template if isinstance(template, str) else None)
     ckpt = read_checkpoint(path)
-    model, tokenizer = _model_of(ckpt, path)
+    model, tokenizer = model_from_read(ckpt, path)
     state, meta = ckpt["state_dict"], ckpt["zoo"]
     head = None
     if "classifier.1.weight" in state:
         head = ClassifierHead(state["classifier.1.weight"], state.get("classifier.1.bias"),
                               [str(x) for x in meta.get("labels") or []])
     return Source(model, tokenizer, head, meta.get("chat_template"))
-
-
-def _model_of(ckpt: dict, path: str):
-    """(model, tokenizer) from a read checkpoint, as `zoo.checkpoint.model_from_checkpoint` builds them."""
-    from zoo.families import FAMILIES
-
-    meta = ckpt.get("zoo")
-    if not meta or meta.get("family") not in FAMILIES or meta.get("config") is None:
-        raise ZooError(f"'{path}' was not written by a zoo task (no model description inside); train with `zoo fit` first")
-    from zoo.adapters.tasks import rebuild  # base + LoRA adapters when the run trained them
-
-    model = rebuild(ckpt, path)
-    tokenizer = None
-    if meta.get("tokenizer"):
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_str(meta["tokenizer"])
-    return model.eval(), tokenizer
 
 
 def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32", max_shard_size: int = 5 * 1024**3,
