@@ -90,6 +90,10 @@ def generate(
             (CPU or CUDA), "int4-weight", "float8" (CUDA); see `zoo quantize`.
     """
     check_generate_arguments(max_new_tokens, temperature, top_k, top_p, num_beams)
+    if quantize is not None:
+        from zoo.compress.quantize import check_quantize_option
+
+        check_quantize_option(quantize, device, [model])  # before loading: scheme, device, torchao, not twice
     from zoo.checkpoint import load_model
     from zoo.generation import Request, generate_batch, stepper_class
 

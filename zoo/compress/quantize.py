@@ -183,5 +183,26 @@ def _put_components(model: nn.Module, name: str, template: torch.Tensor, saved: 
 
 
 def maybe_quantize(model: nn.Module, scheme: Optional[str]) -> nn.Module:
-    """`quantize(model, scheme)` unless `scheme` is None (the `--quantize` option of zoo generate/serve)."""
+    """`quantize(model, scheme)` unless `scheme` is None (the `--quantize` option of zoo generate, serve
+    and evaluate)."""
     return model if scheme is None else quantize(model, scheme)  # type: ignore[arg-type]
+
+
+def saved_scheme(path: str | os.PathLike) -> Optional[str]:
+    """The scheme of a folder `save_quantized` wrote; None for anything else (a `.ckpt`, an HF directory)."""
+    return json.loads((Path(path) / "zoo.json").read_text())["scheme"] if is_quantized_dir(path) else None
+
+
+def check_quantize_option(scheme: Optional[str], device: str | torch.device = "cpu",
+                          sources: tuple[str, ...] | list[str] = ()) -> None:
+    """`--quantize SCHEME`, checked before anything loads or starts: a known scheme, the device it needs,
+    torchao installed, and no source that `zoo quantize` already quantized; a one-line ZooError otherwise."""
+    if scheme is None:
+        return
+    check_scheme(scheme, device)
+    torchao_quantization()
+    for source in sources:
+        saved = saved_scheme(source)
+        if saved is not None:
+            raise ZooError(f"'{source}' is already quantized ({saved}, written by zoo quantize); "
+                           f"drop --quantize {scheme}, or quantize the float checkpoint")

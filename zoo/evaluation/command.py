@@ -102,6 +102,7 @@ def evaluate(
     bootstrap_iters: int = 0,
     device: str = "cpu",
     task_cache: Optional[str] = None,
+    quantize: Optional[str] = None,
 ) -> dict[str, dict[str, float]]:
     """Evaluate models side by side: lm-eval harness tasks and each family's own metrics, one report.
 
@@ -127,6 +128,9 @@ def evaluate(
         bootstrap_iters: harness bootstrap iterations for standard errors (0: none, fastest).
         device: "cpu", "cuda", ...
         task_cache: folder for the generated offline task files (default: the zoo data cache).
+        quantize: quantize every model with torchao after loading, before any scoring: "int8-weight",
+            "int8-dynamic" (CPU or CUDA), "int4-weight", "float8" (CUDA); see `zoo quantize`.
+            eval.json records it (settings.quantize, and each model's scheme under quantization).
     """
     from zoo.evaluation import report
     from zoo.evaluation.loading import load_for_evaluation
@@ -135,6 +139,10 @@ def evaluate(
 
     if split not in ("val", "test"):
         raise ZooError(f"--split {split!r}: use 'val' or 'test'")
+    if quantize is not None:
+        from zoo.compress.quantize import check_quantize_option
+
+        check_quantize_option(quantize, device, model)
     explicit = tasks is not None
     wanted = list(tasks) if explicit else [FAMILY, *LOCAL]
     manager = None
@@ -144,8 +152,10 @@ def evaluate(
         manager = task_manager(task_cache, hub=not set(wanted) <= {FAMILY, *LOCAL})
     harness = check_tasks(wanted, manager) if manager is not None else []
     scores: dict[str, dict[str, float]] = {}
+    quantization: dict[str, Optional[str]] = {}
     for source, name in zip(model, unique_names(model, names)):
-        loaded = load_for_evaluation(source, data, device)
+        loaded = load_for_evaluation(source, data, device, quantize)
+        quantization[name] = loaded.quantization
         row: dict[str, float] = {}
         if FAMILY in wanted and not explicit and loaded.data is None:
             print(f"note: no family metrics for '{source}': it carries no data config (pass --data)")
@@ -162,9 +172,10 @@ def evaluate(
             except ZooError as err:
                 raise ZooError(f"'{source}': {err}") from None
         scores[name] = row
-    meta = {"sources": dict(zip(scores, model)), "settings": {
+    meta = {"sources": dict(zip(scores, model)), "quantization": quantization, "settings": {
         "tasks": wanted, "split": split, "limit_batches": limit_batches, "decode_batches": decode_batches,
-        "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size}, **report.environment(device)}
+        "limit": limit, "num_fewshot": num_fewshot, "batch_size": batch_size, "quantize": quantize},
+        **report.environment(device)}
     report.print_table(scores)
     for path in report.write_files(scores, meta, out_dir):
         print(f"wrote {path}")

@@ -35,6 +35,7 @@ class Loaded:
     tokenizer: Any
     task: nn.Module
     data: Optional[dict]
+    quantization: Optional[str] = None  # the zoo.compress.quantize scheme it is scored with; None: float
 
 
 def _init_args(hparams: dict) -> tuple[Optional[str], dict]:
@@ -81,14 +82,20 @@ def read_data_config(path: str) -> dict:
     return {"class_path": data["class_path"], "init_args": dict(data.get("init_args") or {}), "given": True}
 
 
-def prepare(model: nn.Module) -> nn.Module:
-    """Transforms applied to every built model before scoring (none yet: quantization hooks in here)."""
-    return model
+def prepare(model: nn.Module, quantize: Optional[str] = None) -> nn.Module:
+    """Transforms applied to every built model, on its device, before scoring: `quantize` (a
+    `zoo.compress.quantize` scheme) quantizes its stack linears with torchao."""
+    from zoo.compress.quantize import maybe_quantize
+
+    return maybe_quantize(model, quantize)
 
 
-def load_for_evaluation(source: str, data: Optional[str] = None, device: str = "cpu") -> Loaded:
-    """`source` (a zoo `.ckpt`, a Hugging Face directory or hub name) → `Loaded`, on `device`."""
+def load_for_evaluation(source: str, data: Optional[str] = None, device: str = "cpu",
+                        quantize: Optional[str] = None) -> Loaded:
+    """`source` (a zoo `.ckpt`, a Hugging Face directory or hub name) → `Loaded`, on `device`, quantized
+    with `quantize` when given (check it first with `zoo.compress.quantize.check_quantize_option`)."""
     from zoo.checkpoint import load_model, read_checkpoint
+    from zoo.compress.quantize import saved_scheme
 
     model, tokenizer = load_model(source)
     ckpt = read_checkpoint(source) if Path(source).suffix == ".ckpt" or Path(source).is_file() else {}
@@ -100,10 +107,10 @@ def load_for_evaluation(source: str, data: Optional[str] = None, device: str = "
     if data_config is None and ckpt.get("datamodule_hyper_parameters"):
         class_path, args = _init_args(ckpt["datamodule_hyper_parameters"])
         data_config = {"class_path": class_path, "init_args": args}
-    task.model = prepare(model)
     task.to(torch.device(device)).eval()
+    task.model = prepare(task.model, quantize)  # torchao quantizes on the weights' device
     return Loaded(Path(source).stem if Path(source).suffix else Path(source).name, source, task.model, tokenizer,
-                  task, data_config)
+                  task, data_config, quantize or saved_scheme(source))
 
 
 def build_datamodule(loaded: Loaded):

@@ -171,7 +171,8 @@ def build_app(server: Server) -> FastAPI:
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": s.served.name, "family": s.served.family}
+        return {"status": "ok", "model": s.served.name, "family": s.served.family,
+                "quantization": s.served.quantization}  # a zoo.compress.quantize scheme, or None (float)
 
     @app.get("/metrics")
     async def metrics():

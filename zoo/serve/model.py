@@ -45,13 +45,18 @@ def _classifier(path: str) -> Optional[Classifier]:
 
 
 class ServedModel:
-    def __init__(self, source: str, name: Optional[str] = None, device: str = "cpu"):
+    """`quantize`: a `zoo.compress.quantize` scheme applied to the stack linears after loading (the
+    classifier head stays float); `quantization` is it, or the scheme of a folder `zoo quantize` wrote."""
+
+    def __init__(self, source: str, name: Optional[str] = None, device: str = "cpu", quantize: Optional[str] = None):
         from zoo.checkpoint import load_model
+        from zoo.compress.quantize import maybe_quantize, saved_scheme
 
         model, tokenizer = load_model(source)
         if tokenizer is None:
             raise ZooError(f"'{source}' carries no tokenizer; save tokenizer.json beside the weights")
-        self.model, self.tokenizer = model.to(device).eval(), tokenizer
+        self.model, self.tokenizer = maybe_quantize(model.to(device).eval(), quantize), tokenizer
+        self.quantization = quantize or saved_scheme(source)
         self.name = name or Path(source.rstrip("/")).name
         self.family = family_of(model).name
         self.generates = can(model, Capability.CAUSAL_LM) or can(model, Capability.SEQ2SEQ)
