@@ -2,7 +2,7 @@
 near-duplicates, low-quality documents and PII, run through `zoo data prepare`'s pipeline.
 
 Measures preparation throughput (input MB/s, and per worker process), peak memory (the summed
-proportional set size (PSS) of the process tree, sampled every 0.2 s from /proc: shared pages count once), and precision/recall of
+proportional set size (PSS) of the process tree, sampled every second from /proc: shared pages count once), and precision/recall of
 near-duplicate removal and PII recall against the planted truth. Writes
 benchmarks/results/data-<size>mb.json and .md.
 
@@ -99,7 +99,7 @@ def make_corpus(folder: Path, mb: float, files: int, seed: int = 0) -> dict:
 class PeakMemory:
     """Peak of the summed RSS of this process and all its descendants, sampled from /proc."""
 
-    def __init__(self, interval: float = 0.2):
+    def __init__(self, interval: float = 1.0):
         self.interval, self.peak, self._stop = interval, 0, threading.Event()
 
     def _tree_rss(self) -> int:
