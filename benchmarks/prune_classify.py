@@ -18,7 +18,7 @@ and the median wall time of a batched forward over the whole validation set (bat
 tokens, eval mode, no grad, `--threads` torch threads; median of `--runs` passes). The criterion of
 issue 18: after recovery, accuracy within 3 points of the unpruned classifier, and faster.
 
-    .venv/bin/python benchmarks/prune_classify.py [--families gpt bert] [--target 0.7]
+    .venv/bin/python benchmarks/prune_classify.py [--families gpt bert] [--target 0.7] [--of non-embedding|all]
 
 Writes benchmarks/results/prune-classify-cpu.{json,md}.
 """
@@ -135,8 +135,12 @@ def run_family(family: str, args, work: Path) -> list[dict]:
     s = fit(task, dm, args.steps, args.lr)
     row(f"fine-tuned ({args.steps} steps)", s)
     scores = taylor(task, dm, args.score_batches) if args.scores == "taylor" else None
-    task.model = prune_structured(task.model, args.target, scores=scores)
-    row(f"pruned to {args.target:.0%} (no recovery)")
+    target = args.target
+    if args.of == "all":  # the share of all the model's parameters, embeddings included (they stay)
+        total, inner = task.model.num_parameters(non_embedding=False), task.model.num_parameters(non_embedding=True)
+        target = (args.target * total - (total - inner)) / inner
+    task.model = prune_structured(task.model, target, scores=scores)
+    row(f"pruned to {args.target:.0%} of {'all' if args.of == 'all' else 'non-emb.'} params (no recovery)")
     s = fit(task, dm, args.recovery_steps, args.recovery_lr)
     row(f"pruned + {args.recovery_steps}-step recovery", s)
     return rows
@@ -148,7 +152,7 @@ def markdown(result: dict) -> str:
              f"lightning {e['lightning']}, {e['threads']} torch thread(s), load average {e['load_average'][0]:.1f} → "
              f"{result['load_average_end'][0]:.1f} on {e['cpus']} CPUs). Base pre-trained {a['pretrain_steps']} "
              f"steps; fine-tuned {a['steps']} steps at lr {a['lr']}; MLP neurons pruned to {a['target']:.0%} of the "
-             f"non-embedding parameters by {a['scores']} importance; recovery {a['recovery_steps']} steps at lr "
+             f"{'model' if a.get('of') == 'all' else 'non-embedding'} parameters by {a['scores']} importance; recovery {a['recovery_steps']} steps at lr "
              f"{a['recovery_lr']}. Forward: the whole validation set, batch 16 × ≤128 tokens, median of {a['runs']}.",
              "", "| family | stage | params | non-emb. params | val acc | forward ms | speed-up | train s |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -163,10 +167,12 @@ def markdown(result: dict) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", nargs="+", default=["gpt", "bert"], choices=["gpt", "bert"])
-    p.add_argument("--pretrain-steps", type=int, default=300)
+    p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--steps", type=int, default=300, help="full fine-tuning steps")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--target", type=float, default=0.7, help="fraction of non-embedding parameters kept")
+    p.add_argument("--of", choices=["non-embedding", "all"], default="non-embedding",
+                   help="what --target is a share of: the non-embedding parameters, or all the model's")
     p.add_argument("--scores", choices=["taylor", "magnitude"], default="taylor")
     p.add_argument("--score-batches", type=int, default=8)
     p.add_argument("--recovery-steps", type=int, default=150)
