@@ -71,6 +71,13 @@ def is_sharded_checkpoint(path: Path) -> bool:
     return path.is_dir() and (path / ".metadata").is_file() and (path / "meta.pt").is_file()
 
 
+def is_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` names what `zoo fit` writes (a `.ckpt` or other file, or a sharded checkpoint
+    folder) rather than a Hugging Face directory, a `zoo quantize` folder or a hub name."""
+    p = Path(path)
+    return p.suffix == ".ckpt" or p.is_file() or is_sharded_checkpoint(p)
+
+
 def _read_sharded(path: Path) -> dict[str, Any]:
     """The shards gathered into one state dict (on the CPU, no process group needed), with the
     non-tensor entries (family, config, tokenizer, loop state) from `meta.pt`."""

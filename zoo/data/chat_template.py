@@ -14,6 +14,9 @@ tokenizer (`DEFAULT_SPECIAL_TOKENS`), so they never collide with text and each i
 `response_spans` splits a conversation into prompt and response pieces (the loss is counted on the
 responses only): a response is what rendering message i adds to the rendering of messages[:i]
 with the generation prompt, so it runs from the assistant's content through its end-of-turn marker.
+That marker (`<|end|>` for the default) is the template's `stop`: where generation from the
+template's prompt ends. The instruction-tuning task saves the template in the checkpoint
+(`to_meta`, under checkpoint["zoo"]["chat_template"]); `zoo serve` and `zoo export` read it back.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from zoo.errors import ZooError
 
@@ -87,6 +90,34 @@ class ChatTemplate:
             done = len(after)
         pieces.append((full[done:], False))
         return [(text, is_response) for text, is_response in pieces if text]
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        """Where an answer ends: the text the template writes after an assistant's content (its
+        end-of-turn marker, whitespace stripped), else its eos token; () if it writes neither."""
+        if self.is_default:
+            return (DEFAULT_STOP,)
+        mark = "\x00answer\x00"
+        try:
+            spans = self.response_spans([{"role": "user", "content": "question"},
+                                         {"role": "assistant", "content": mark}])
+        except Exception:  # a template that refuses this conversation (say, one that requires a system turn)
+            spans = []
+        after = next((t.split(mark, 1)[1].strip() for t, is_response in spans if is_response and mark in t), "")
+        return (after,) if after else (self.eos_token,) if self.eos_token else ()
+
+    def to_meta(self) -> dict[str, Any]:
+        """What a checkpoint stores (checkpoint["zoo"]["chat_template"]); `from_meta` reads it back."""
+        return {"source": self.source, "bos_token": self.bos_token, "eos_token": self.eos_token,
+                "stop": list(self.stop)}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any] | str) -> "ChatTemplate":
+        """The template a checkpoint stored (`to_meta`; a bare Jinja string is taken as the source).
+        Its special tokens are already in the checkpoint's tokenizer, so none are listed."""
+        if isinstance(meta, str):
+            return cls(meta, special_tokens=())
+        return cls(meta["source"], meta.get("bos_token") or "", meta.get("eos_token") or "", special_tokens=())
 
     @classmethod
     def from_tokenizer_config(cls, path: str | Path) -> Optional["ChatTemplate"]:

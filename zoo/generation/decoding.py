@@ -119,8 +119,8 @@ class _Row:
         reason = None
         if cut >= 0:
             text, reason = text[:cut], "stop"
-        elif token == eos:
-            reason = "stop"
+        elif token == eos or self.tokenizer.id_to_token(token) in self.request.stop:
+            reason = "stop"  # eos, or a stop string that is one token (a special token: decoding drops its text)
         elif len(self.ids) >= self.limit:
             reason = "length"
         return self._emit(text, reason)

@@ -3,12 +3,13 @@
 The source is what `zoo fit` wrote (a `.ckpt` file or a sharded checkpoint folder) or a Hugging Face
 directory. A fine-tuned classifier's checkpoint also carries the head (`classifier.1.*` in the task's
 state dict) and the label names (`checkpoint["zoo"]["labels"]`): it exports as the family's
-`...ForSequenceClassification` (HF) or a classifier graph (ONNX).
+`...ForSequenceClassification` (HF) or a classifier graph (ONNX). An instruction-tuned model's
+checkpoint carries its chat template (`checkpoint["zoo"]["chat_template"]`), written into the
+export's `tokenizer_config.json` so that `apply_chat_template` renders what the model was trained on.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -34,14 +35,15 @@ class Source:
 
 def load_source(path: str) -> Source:
     """A `zoo fit` checkpoint, a sharded checkpoint folder, or a Hugging Face directory / hub name."""
-    from zoo.checkpoint import is_sharded_checkpoint, load_model, model_from_read, read_checkpoint
+    from zoo.checkpoint import is_checkpoint, load_model, model_from_read, read_checkpoint
 
     p = Path(path)
-    if not (p.suffix == ".ckpt" or p.is_file() or is_sharded_checkpoint(p)):
+    if not is_checkpoint(path):
+        from zoo.data.chat_template import ChatTemplate
+
         model, tokenizer = load_model(path)
-        config = p / "tokenizer_config.json"
-        template = json.loads(config.read_text()).get("chat_template") if config.is_file() else None
-        return Source(model, tokenizer, chat_template=template if isinstance(template, str) else None)
+        found = ChatTemplate.from_tokenizer_config(p) if p.is_dir() else None
+        return Source(model, tokenizer, chat_template=found.source if found is not None else None)
     ckpt = read_checkpoint(path)
     model, tokenizer = model_from_read(ckpt, path)
     state, meta = ckpt["state_dict"], ckpt["zoo"]
@@ -49,7 +51,8 @@ def load_source(path: str) -> Source:
     if "classifier.1.weight" in state:
         head = ClassifierHead(state["classifier.1.weight"], state.get("classifier.1.bias"),
                               [str(x) for x in meta.get("labels") or []])
-    return Source(model, tokenizer, head, meta.get("chat_template"))
+    template = meta.get("chat_template")  # what InstructionTuning saved: {"source", "bos_token", ...}
+    return Source(model, tokenizer, head, template.get("source") if isinstance(template, dict) else template)
 
 
 def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32", max_shard_size: int = 5 * 1024**3,

@@ -1,9 +1,18 @@
-"""Chat prompts: the Jinja chat template of the checkpoint's `tokenizer_config.json` when it has one
-(rendered in Jinja's sandbox, as `transformers` does), else the zoo's default template.
+"""Chat prompts: the model's own chat template when it has one, else a plain default.
 
-The default, for zoo-trained models (plain language models, not chat-tuned), writes each message as
+Where the template comes from, first found:
+
+- a zoo `.ckpt` that `zoo.tasks.InstructionTuning` wrote: the template it was trained with
+  (checkpoint["zoo"]["chat_template"], e.g. the default `<|user|>\\n...<|end|>\\n<|assistant|>\\n`);
+- a Hugging Face directory: the `chat_template` of its `tokenizer_config.json`.
+
+Either is rendered by `zoo.data.chat_template.ChatTemplate` (Jinja's sandbox, as `transformers`
+does), and generation stops at the template's end-of-turn marker (`<|end|>` for the zoo's default),
+added to the request's stop strings.
+
+Without one (zoo-trained language models, not chat-tuned) the plain default writes each message as
 "Role: content" on its own line and ends with "Assistant:"; generation then stops at "\\nUser:"
-or "\\nSystem:" (added to the request's stop strings), so the model answers one turn:
+or "\\nSystem:", so the model answers one turn:
 
     System: You are terse.
     User: Name a colour.
@@ -12,41 +21,42 @@ or "\\nSystem:" (added to the request's stop strings), so the model answers one 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, Sequence
 
-DEFAULT_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
-                    "{% if add_generation_prompt %}Assistant:{% endif %}")
-DEFAULT_STOP = ("\nUser:", "\nSystem:")
+from zoo.data.chat_template import ChatTemplate as Template
+
+PLAIN_TEMPLATE = ("{% for m in messages %}{{ m['role'] | capitalize }}: {{ m['content'] }}\n{% endfor %}"
+                  "{% if add_generation_prompt %}Assistant:{% endif %}")
+PLAIN_STOP = ("\nUser:", "\nSystem:")
 
 
 class ChatTemplate:
-    def __init__(self, source: Optional[str] = None, bos_token: str = "", eos_token: str = ""):
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """A template and the stop strings that end an answer. `template` None: the plain default."""
 
-        self.is_default = source is None
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True) if source else \
-            ImmutableSandboxedEnvironment()
-        self.template = env.from_string(source or DEFAULT_TEMPLATE)
-        self.bos_token, self.eos_token = bos_token, eos_token
-        self.stop = DEFAULT_STOP if self.is_default else ()
+    def __init__(self, template: Optional[Template] = None, stop: Optional[Sequence[str]] = None):
+        self.is_default = template is None
+        self.template = template or Template(PLAIN_TEMPLATE, special_tokens=())
+        self.stop = tuple(s for s in (stop if stop is not None else
+                                      PLAIN_STOP if self.is_default else self.template.stop) if s)
 
     def render(self, messages: list[dict]) -> str:
-        return self.template.render(messages=messages, add_generation_prompt=True, bos_token=self.bos_token,
-                                    eos_token=self.eos_token)
+        """The prompt of a chat request: the messages and the assistant's generation prompt."""
+        return self.template.render(messages, add_generation_prompt=True)
 
     @classmethod
-    def for_model(cls, source: str) -> "ChatTemplate":
-        """The template in `source/tokenizer_config.json` (a Hugging Face directory), else the default."""
-        path = Path(source) / "tokenizer_config.json"
-        if path.is_file():
-            config = json.loads(path.read_text(encoding="utf-8"))
-            template = config.get("chat_template")
-            if isinstance(template, list):  # named templates: take "default"
-                template = next((t["template"] for t in template if t.get("name") == "default"), None)
-            if template:
-                token = lambda key: (config.get(key) or {}).get("content", "") if isinstance(config.get(key), dict) \
-                    else (config.get(key) or "")  # noqa: E731
-                return cls(template, token("bos_token"), token("eos_token"))
-        return cls()
+    def for_model(cls, source: str, checkpoint: Optional[dict[str, Any]] = None) -> "ChatTemplate":
+        """The template of a zoo checkpoint (pass it as `checkpoint` if already read, else a `.ckpt`
+        `source` is read) or of `source/tokenizer_config.json` (a Hugging Face directory); else the default."""
+        from zoo.checkpoint import is_checkpoint, read_checkpoint
+
+        if checkpoint is None and is_checkpoint(source):
+            checkpoint = read_checkpoint(source)
+        if checkpoint is not None:
+            meta = (checkpoint.get("zoo") or {}).get("chat_template")
+            if not meta:
+                return cls()
+            stop = meta.get("stop") if isinstance(meta, dict) else None
+            return cls(Template.from_meta(meta), stop)
+        found = Template.from_tokenizer_config(source) if Path(source).is_dir() else None
+        return cls(found) if found is not None else cls()

@@ -26,13 +26,8 @@ class Classifier:
     labels: list[str]
 
 
-def _classifier(path: str) -> Optional[Classifier]:
-    """The classification head of a `.ckpt` written by SequenceClassification (head mode), if any."""
-    if not path.endswith(".ckpt") or not Path(path).is_file():
-        return None
-    from zoo.checkpoint import read_checkpoint
-
-    ckpt = read_checkpoint(path)
+def _classifier(ckpt: dict) -> Optional[Classifier]:
+    """The classification head of a checkpoint written by SequenceClassification (head mode), if any."""
     state = {k: v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("classifier.")}
     weights = [k for k in state if k.endswith(".weight")]
     if len(weights) != 1:
@@ -49,10 +44,12 @@ class ServedModel:
     classifier head stays float); `quantization` is it, or the scheme of a folder `zoo quantize` wrote."""
 
     def __init__(self, source: str, name: Optional[str] = None, device: str = "cpu", quantize: Optional[str] = None):
-        from zoo.checkpoint import load_model
+        from zoo.checkpoint import is_checkpoint, load_model, model_from_read, read_checkpoint
         from zoo.compress.quantize import maybe_quantize, saved_scheme
 
-        model, tokenizer = load_model(source)
+        # a zoo checkpoint is read once: the model, a classifier head and the chat template come from it
+        ckpt = read_checkpoint(source) if is_checkpoint(source) else None
+        model, tokenizer = model_from_read(ckpt, source) if ckpt is not None else load_model(source)
         if tokenizer is None:
             raise ZooError(f"'{source}' carries no tokenizer; save tokenizer.json beside the weights")
         self.model, self.tokenizer = maybe_quantize(model.to(device).eval(), quantize), tokenizer
@@ -64,10 +61,10 @@ class ServedModel:
         # the trained context bounds requests even where positions would extrapolate (RoPE, ALiBi)
         trained = getattr(model.config, "max_seq_len", None) or context_limit(model)
         self.context = trained if self.continues_prompt else getattr(model, "max_target_positions", None)
-        self.classifier = _classifier(source)
+        self.classifier = _classifier(ckpt) if ckpt is not None else None
         if self.classifier is not None:
             self.classifier.head.to(device)
-        self.chat = ChatTemplate.for_model(source)
+        self.chat = ChatTemplate.for_model(source, ckpt)
         self.device = device
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

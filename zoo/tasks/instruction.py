@@ -9,6 +9,10 @@ block carries `segment_ids` and `position_ids` so that packed examples never att
 grow the vocabulary: rows the checkpoint has are copied, and each new row of the embedding (and
 of an untied head) starts at the mean of the pre-trained rows (Hewitt, 2021), so the new tokens
 begin as an average token rather than noise.
+
+The chat template is saved in the checkpoint (checkpoint["zoo"]["chat_template"]: its Jinja source,
+bos/eos tokens and the stop strings that end an answer, `ChatTemplate.to_meta`), so that `zoo serve`
+prompts the model as it was trained and `zoo export --format hf` writes it to tokenizer_config.json.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class InstructionTuning(CausalLM):
         super().__init__(model, **kwargs)
         self.init_from, self.sample_question = init_from, sample_question
         self.pretrained_tokenizer = load_pretrained_growing_vocab(model, init_from) if init_from else None
+        self.chat_template = None  # the data module's (zoo.data.chat_template.ChatTemplate), set in setup
 
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -85,9 +90,15 @@ class InstructionTuning(CausalLM):
             if any(mine.get(token) != i for token, i in theirs.items()):
                 raise ZooError(f"the data module's tokenizer is not the one {self.init_from} was trained with; "
                                f"set --data.init_args.tokenizer {self.init_from}")
-        if self.sample_question and hasattr(dm, "chat_template"):
-            self.sample_prompt = dm.chat_template.render([{"role": "user", "content": self.sample_question}],
-                                                         add_generation_prompt=True)
+        self.chat_template = getattr(dm, "chat_template", None)  # an InstructionDataModule's
+        if self.sample_question and self.chat_template is not None:
+            self.sample_prompt = self.chat_template.render([{"role": "user", "content": self.sample_question}],
+                                                              add_generation_prompt=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.chat_template is not None:
+            checkpoint["zoo"]["chat_template"] = self.chat_template.to_meta()
 
     @staticmethod
     def _packing(batch: dict) -> dict:
