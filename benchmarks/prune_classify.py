@@ -11,7 +11,9 @@ For each family (GPT and BERT by default), on the embedded topic-classification 
    of its non-embedding parameters, MLP neurons ranked by first-order (Taylor) importance on the
    task's loss over `--score-batches` training batches (`--scores magnitude`: the data-free weight
    proxy), the classifier head kept;
-4. a recovery fine-tune of the pruned classifier for `--recovery-steps` steps at `--recovery-lr`.
+4. a recovery fine-tune of the pruned classifier for `--recovery-steps` steps at `--recovery-lr`;
+5. for comparison, the fine-tuned classifier with its backbone quantized by torchao (`--quantize`
+   schemes; the head stays float).
 
 Reported per stage: parameters (all, and non-embedding), validation accuracy (the task's `val/acc`),
 and the median wall time of a batched forward over the whole validation set (batch 16, up to 128
@@ -26,6 +28,7 @@ Writes benchmarks/results/prune-classify-cpu.{json,md}.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
 import json
@@ -113,6 +116,7 @@ def run_family(family: str, args, work: Path) -> list[dict]:
     from adapt import pretrain
 
     from zoo.checkpoint import model_from_checkpoint
+    from zoo.compress import quantize
     from zoo.compress.prune import prune_structured
     from zoo.tasks import SequenceClassification
 
@@ -124,16 +128,21 @@ def run_family(family: str, args, work: Path) -> list[dict]:
     task = SequenceClassification(net, mode="head", warmup_steps=20, min_lr_ratio=0.1)
     rows = []
 
-    def row(stage: str, train_s: float = float("nan")) -> None:
-        m = task.model
-        r = {"family": family, "stage": stage, "params": sum(p.numel() for p in task.parameters()),
-             "non_embedding_params": m.num_parameters(non_embedding=True), "val_acc": accuracy(task, dm),
-             "forward_s": forward_s(task, dm, args.runs), "train_s": train_s}
+    def row(stage: str, train_s: float = float("nan"), of=None) -> None:
+        t = of or task
+        r = {"family": family, "stage": stage, "params": sum(p.numel() for p in t.parameters()),
+             "non_embedding_params": t.model.num_parameters(non_embedding=True), "val_acc": accuracy(t, dm),
+             "forward_s": forward_s(t, dm, args.runs), "train_s": train_s}
         rows.append(r)
         print(json.dumps(r), flush=True)
 
     s = fit(task, dm, args.steps, args.lr)
     row(f"fine-tuned ({args.steps} steps)", s)
+    for scheme in args.quantize:  # the fine-tuned classifier with its backbone quantized (head float)
+        q = SequenceClassification(copy.deepcopy(task.model), mode="head", num_labels=task.num_labels)
+        q.classifier.load_state_dict(task.classifier.state_dict())
+        quantize(q.model, scheme)
+        row(f"fine-tuned, {scheme}", of=q)
     scores = taylor(task, dm, args.score_batches) if args.scores == "taylor" else None
     target = args.target
     if args.of == "all":  # the share of all the model's parameters, embeddings included (they stay)
@@ -148,8 +157,8 @@ def run_family(family: str, args, work: Path) -> list[dict]:
 
 def markdown(result: dict) -> str:
     e, a = result["env"], result["args"]
-    lines = [f"Structured pruning of fine-tuned topic classifiers ({e['device']}, {e['date']}, torch {e['torch']}, "
-             f"lightning {e['lightning']}, {e['threads']} torch thread(s), load average {e['load_average'][0]:.1f} → "
+    lines = [f"Structured pruning and quantization of fine-tuned topic classifiers ({e['device']}, {e['date']}, torch {e['torch']}, "
+             f"lightning {e['lightning']}, torchao {e.get('torchao', '?')}, {e['threads']} torch thread(s), load average {e['load_average'][0]:.1f} → "
              f"{result['load_average_end'][0]:.1f} on {e['cpus']} CPUs). Base pre-trained {a['pretrain_steps']} "
              f"steps; fine-tuned {a['steps']} steps at lr {a['lr']}; MLP neurons pruned to {a['target']:.0%} of the "
              f"{'model' if a.get('of') == 'all' else 'non-embedding'} parameters by {a['scores']} importance; recovery {a['recovery_steps']} steps at lr "
@@ -174,6 +183,8 @@ def main() -> None:
     p.add_argument("--of", choices=["non-embedding", "all"], default="non-embedding",
                    help="what --target is a share of: the non-embedding parameters, or all the model's")
     p.add_argument("--scores", choices=["taylor", "magnitude"], default="taylor")
+    p.add_argument("--quantize", nargs="*", default=["int8-weight", "int8-dynamic"],
+                   help="torchao schemes also measured on the fine-tuned classifier (none: --quantize)")
     p.add_argument("--score-batches", type=int, default=8)
     p.add_argument("--recovery-steps", type=int, default=150)
     p.add_argument("--recovery-lr", type=float, default=3e-4)
@@ -186,10 +197,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import lightning
+    import torchao
 
     env = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
            "device": f"cpu {platform.machine()}", "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-           "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
+           "torch": torch.__version__, "lightning": lightning.__version__, "torchao": torchao.__version__, "python": platform.python_version(),
            "load_average": os.getloadavg()}
     rows = [r for family in args.families for r in run_family(family, args, ROOT / args.work)]
     result = {"env": env, "args": vars(args), "rows": rows, "load_average_end": os.getloadavg()}
