@@ -14,7 +14,7 @@ from __future__ import annotations
 import difflib
 import re
 import sys
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 from zoo.compare import compare  # standard library only at import: the runs load when it is called
 from zoo.errors import ZooError
@@ -160,23 +160,28 @@ def inspect(
     inspect_model(model, text, layer, head, top_k, out_dir, max_values, decoder_text, image, stack)
 
 
-EXTRA_COMMANDS: dict[str, Callable] = {"generate": generate, "inspect": inspect, "compare": compare}
-from zoo.data.prepare import DataCommands  # noqa: E402  (zoo data prepare|report; datatrove loads on use)
+# The other commands, as "module:attribute", imported when run: `zoo --help` and `zoo generate` do not pay
+# for Lightning, datatrove, torchao, FastAPI or lm_eval (each of those loads on use inside its command).
+EXTRA_COMMANDS: dict[str, Union[Callable, str]] = {
+    "generate": generate, "inspect": inspect, "compare": compare,
+    "data": "zoo.data.prepare:DataCommands",  # zoo data prepare|report
+    "export": "zoo.interop.export:export",  # HF / ONNX / PEFT
+    "serve": "zoo.serve:serve",
+    "evaluate": "zoo.evaluation.command:evaluate",
+    "quantize": "zoo.compress.commands:quantize",
+    "prune": "zoo.compress.commands:prune",
+}
 
-EXTRA_COMMANDS["data"] = DataCommands
-from zoo.interop.export import export  # noqa: E402  (zoo export: HF / ONNX; heavy imports on use)
 
-EXTRA_COMMANDS["export"] = export
-from zoo.serve import serve  # noqa: E402  (zoo serve; FastAPI and uvicorn load on use)
+def command(name: str) -> Callable:
+    """The function (or class) behind `zoo NAME`, imported on first use."""
+    target = EXTRA_COMMANDS[name]
+    if isinstance(target, str):
+        import importlib
 
-EXTRA_COMMANDS["serve"] = serve
-from zoo.evaluation.command import evaluate  # noqa: E402  (zoo evaluate; lm_eval loads on use)
-
-EXTRA_COMMANDS["evaluate"] = evaluate
-from zoo.compress.commands import prune, quantize  # noqa: E402  (zoo quantize / prune; torchao loads on use)
-
-EXTRA_COMMANDS["quantize"] = quantize
-EXTRA_COMMANDS["prune"] = prune
+        module, _, attr = target.partition(":")
+        target = EXTRA_COMMANDS[name] = getattr(importlib.import_module(module), attr)
+    return target
 
 
 def _known_keys() -> list[str]:
@@ -297,7 +302,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 from zoo.evaluation.command import gather_lists
 
                 args = gather_lists(args)
-            CLI(EXTRA_COMMANDS[argv[0]], args=args, as_positional=False, parser_mode="yaml",
+            CLI(command(argv[0]), args=args, as_positional=False, parser_mode="yaml",
                 exit_on_error=False, prog=f"zoo {argv[0]}")
         else:
             _run_lightning(None if from_sys else argv)

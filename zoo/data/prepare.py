@@ -1,7 +1,7 @@
 """``zoo data``: the data pipeline's commands.
 
     zoo data prepare -c configs/data/pydoc.yaml [--tasks 4 --workers 2 ...]
-    zoo data report runs/data/pydoc
+    zoo data report --output runs/data/pydoc
 
 ``prepare`` runs ``zoo.data.pipeline`` (datatrove) and writes the sharded token files, the
 tokenizer, the cleaned documents and the data report into ``output``; a training config then points
