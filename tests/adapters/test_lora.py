@@ -151,3 +151,25 @@ def test_all_linear_given_as_a_one_item_list_means_all_linear():
     zoo.add_lora(a, r=2, targets="all-linear")
     zoo.add_lora(b, r=2, targets=["all-linear"])
     assert sorted(lora_layers(a)) == sorted(lora_layers(b)) and len(lora_layers(a)) > 2
+
+
+def test_adapters_rebuild_over_a_base_whose_config_differs_only_in_dropout(tmp_path, tokenizers):
+    """A fine-tuning config may change dropout (configs/gpt/classify-lora.yaml: 0.2 over a 0.1 base): the base
+    still loads under the adapters, as `init_from` loaded it; a base of another shape is still refused."""
+    from zoo.checkpoint import model_from_checkpoint
+    from zoo.tasks import CausalLM
+
+    tok = tokenizers["gpt"]
+    base = save_checkpoint(tmp_path / "base.ckpt", build("gpt", tok, dropout=0.1), tok)
+    task = CausalLM(build("gpt", tok, dropout=0.2), lora=LoRAConfig(r=2, save_adapters_only=True, base=str(base)))
+    task.configure_model()
+    randomize_adapters(task.model)
+    ckpt = {"state_dict": task.state_dict()}
+    task.on_save_checkpoint(ckpt)
+    torch.save(ckpt, tmp_path / "adapters.ckpt")
+    rebuilt, _ = model_from_checkpoint(tmp_path / "adapters.ckpt")
+    assert rebuilt.config.dropout == 0.2
+    assert (outputs("gpt", rebuilt.eval()) - outputs("gpt", task.model.eval())).abs().max() <= 1e-6
+    save_checkpoint(base, build("gpt", tok, d_model=48), tok)  # the named base now has other shapes
+    with pytest.raises(ZooError, match="not the model the adapters"):
+        model_from_checkpoint(tmp_path / "adapters.ckpt")

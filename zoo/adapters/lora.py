@@ -56,6 +56,10 @@ class LoRAConfig:
             name the base model (`base`) to rebuild from.
         base: the base model's zoo checkpoint, recorded in adapter-only checkpoints; default: the
             task's `init_from`.
+        quantize: QLoRA: quantize the frozen base before adding the adapters, "int8-weight" (torchao,
+            CPU or CUDA) or "nf4" (bitsandbytes, CUDA). Needs `save_adapters_only` (the quantized base
+            is not saved): checkpoints hold the float adapters and name the float base, and loading one
+            gives the float base with the adapters (merge and export as usual).
     """
 
     r: int = 8
@@ -65,6 +69,7 @@ class LoRAConfig:
     trainable: list[str] = field(default_factory=list)
     save_adapters_only: bool = False
     base: Optional[str] = None
+    quantize: Optional[str] = None
 
 
 class LoRALinear(nn.Module):

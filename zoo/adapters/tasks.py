@@ -36,8 +36,15 @@ def apply_to_task(task: nn.Module, config: LoRAConfig) -> None:
     if config.save_adapters_only and not (config.base or init_from):
         raise ZooError("lora.save_adapters_only needs the base model's checkpoint: set "
                        "--model.init_args.init_from (or lora.base) to the checkpoint to adapt")
+    if config.quantize is not None and not config.save_adapters_only:
+        raise ZooError(f"lora.quantize {config.quantize} (QLoRA) needs lora.save_adapters_only: true: the quantized "
+                       "base is not saved, checkpoints hold the adapters and name the float base")
     if config.base and config.base != init_from:
         load_base(task.model, config.base)
+    if config.quantize is not None:  # the documented order: quantize → LoRA → parallelism
+        from zoo.compress.qlora import quantize_base
+
+        quantize_base(task.model, config.quantize)
     generator = torch.Generator().manual_seed(torch.initial_seed())
     add_lora(task.model, r=config.r, alpha=config.alpha, dropout=config.dropout, targets=config.targets,
              generator=generator)
@@ -58,10 +65,17 @@ def load_base(model: nn.Module, path: str) -> None:
     from zoo.checkpoint import model_from_checkpoint
 
     base, _ = model_from_checkpoint(path)
-    if type(base) is not type(model) or asdict(base.config) != asdict(model.config):
+    if not same_weights_layout(base, model):
         raise ZooError(f"lora.base '{path}' holds another model than the config builds; use the base's architecture")
     model.load_state_dict(base.state_dict())
     log.info("lora: base weights from '%s'", path)
+
+
+def same_weights_layout(a: nn.Module, b: nn.Module) -> bool:
+    """Whether `a`'s weights load into `b`: the same class and the same tensor names and shapes. Not config
+    equality: a fine-tuning config may change what leaves the weights alone (dropout, say)."""
+    shapes = lambda m: {k: tuple(v.shape) for k, v in m.state_dict().items()}  # noqa: E731
+    return type(a) is type(b) and shapes(a) == shapes(b)
 
 
 def checkpoint_meta(config: LoRAConfig, init_from: Optional[str]) -> dict:
@@ -102,7 +116,7 @@ def rebuild(ckpt: dict, path: str | Path) -> nn.Module:
             raise ZooError(f"'{path}' holds LoRA adapters only; its base model '{base_path}' is not there: "
                            "put the base checkpoint back at that path")
         base, _ = model_from_checkpoint(base_path)
-        if type(base) is not type(model) or asdict(base.config) != asdict(model.config):
+        if not same_weights_layout(base, model):
             raise ZooError(f"the base checkpoint '{base_path}' is not the model the adapters in '{path}' were trained on")
         model.load_state_dict(base.state_dict())
     add_lora(model, r=lora["r"], alpha=lora["alpha"], dropout=lora["dropout"], targets=lora["targets"])

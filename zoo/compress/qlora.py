@@ -43,17 +43,22 @@ def nf4_quantize(model: nn.Module, compute_dtype: torch.dtype = torch.bfloat16) 
     return model
 
 
+def quantize_base(model: nn.Module, scheme: QLoRAScheme) -> nn.Module:
+    """QLoRA's base: `model`'s stack linears quantized in place (int8-weight: torchao; nf4: bitsandbytes)."""
+    from zoo.compress.quantize import quantize
+
+    if scheme == "nf4":
+        return nf4_quantize(model)
+    if scheme == "int8-weight":
+        return quantize(model, "int8-weight")
+    raise ZooError(f"QLoRA base {scheme!r}: choose int8-weight (CPU, CUDA) or nf4 (CUDA, bitsandbytes)")
+
+
 def qlora(model: nn.Module, scheme: QLoRAScheme = "int8-weight", r: int = 8, alpha: float = 16.0,
           dropout: float = 0.0, targets: Union[str, Sequence[str]] = "all-linear",
           generator: Optional[torch.Generator] = None) -> nn.Module:
     """Quantize `model`'s base (frozen) and add full-precision LoRA adapters (the only trainable weights)."""
     from zoo.adapters import add_lora
-    from zoo.compress.quantize import quantize
 
-    if scheme == "nf4":
-        nf4_quantize(model)
-    elif scheme == "int8-weight":
-        quantize(model, "int8-weight")
-    else:
-        raise ZooError(f"QLoRA base {scheme!r}: choose int8-weight (CPU, CUDA) or nf4 (CUDA, bitsandbytes)")
+    quantize_base(model, scheme)
     return add_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets, generator=generator)
