@@ -1,8 +1,10 @@
 """An instruction-tuned checkpoint keeps its chat template: a tiny `InstructionTuning` run saves it
 (checkpoint["zoo"]["chat_template"]), `zoo serve` prompts the model with it (`<|user|>` markers, the
 rendered prompt read back from the content log) and stops at its `<|end|>`, `zoo export --format hf`
-writes it to tokenizer_config.json so that transformers' `apply_chat_template` gives the same string,
-and a checkpoint without one is still served with the plain "User: ... Assistant:" default."""
+writes it to tokenizer_config.json so that transformers' `apply_chat_template` gives the same string
+and lists `<|end|>` among generation_config's eos ids so that `generate` stops there, `zoo quantize` carries
+it into the folder's zoo.json, and a checkpoint without one is still served with the plain
+"User: ... Assistant:" default."""
 
 import json
 
@@ -123,6 +125,41 @@ def test_hf_export_carries_the_template_for_apply_chat_template(sft, tmp_path):
     assert served.chat.render(MESSAGES) == template.render(MESSAGES, True) and served.chat.stop == (DEFAULT_STOP,)
 
 
+def test_hf_export_generation_stops_at_the_templates_end(sft, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from zoo.interop.export import export
+
+    ckpt, _, tokenizer = sft
+    end, eos = tokenizer.token_to_id(DEFAULT_STOP), tokenizer.token_to_id("<|endoftext|>")
+    says_end = tmp_path / "says-end.ckpt"
+    says_end.write_bytes(ckpt.read_bytes())
+    always_says(says_end, end)
+    export(str(says_end), str(tmp_path / "hf"), format="hf")
+    config = transformers.GenerationConfig.from_pretrained(str(tmp_path / "hf"))
+    assert config.eos_token_id == [eos, end]  # the tokenizer's eos first, then the template's end of turn
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"))
+    prompt = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf")).apply_chat_template(
+        MESSAGES, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    out = model.generate(**prompt, max_new_tokens=8)
+    assert out[0, prompt["input_ids"].shape[1]:].tolist() == [end]  # stopped at <|end|>, not at max_new_tokens
+
+
+def test_quantized_sft_folder_keeps_its_template(sft, tmp_path):
+    pytest.importorskip("torchao")
+    from zoo.compress.commands import quantize
+    from zoo.serve.chat import saved_template
+
+    ckpt, template, _ = sft
+    saved = torch.load(ckpt, weights_only=True)["zoo"]["chat_template"]
+    folder = quantize(str(ckpt), str(tmp_path / "q"), scheme="int8-weight")
+    assert json.loads((tmp_path / "q" / "zoo.json").read_text())["chat_template"] == saved
+    assert saved_template(folder) == saved
+    for served in (ServedModel(folder), ServedModel(str(ckpt), quantize="int8-weight")):  # and `serve --quantize`
+        assert served.quantization == "int8-weight"
+        assert served.chat.render(MESSAGES) == template.render(MESSAGES, True) and "<|user|>" in served.chat.render(MESSAGES)
+        assert not served.chat.is_default and served.chat.stop == (DEFAULT_STOP,)
+
+
 def template_id(out, token):
     return Tokenizer.from_file(str(out / "tokenizer.json")).token_to_id(token)
 
@@ -141,3 +178,5 @@ def test_plain_checkpoint_keeps_the_plain_default(sft, tmp_path):
     assert served.classifier is not None  # the head, from the same reading of the checkpoint
     export(str(tmp_path / "plain.ckpt"), str(tmp_path / "hf"), format="hf")
     assert "chat_template" not in json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+    generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
+    assert generation["eos_token_id"] == sft[2].token_to_id("<|endoftext|>")  # one id, as before: no template

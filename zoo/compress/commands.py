@@ -11,7 +11,8 @@ def quantize(model: str, out: str, scheme: Scheme = "int8-weight", device: str =
     """Quantize a trained model with torchao and save it as a folder that zoo generate, serve and evaluate load.
 
     The folder holds model.safetensors (plain tensors only: each quantized weight as its components),
-    zoo.json (family, config, scheme) and tokenizer.json; loading it unpickles nothing.
+    zoo.json (family, config, scheme; an instruction-tuned model's chat template, so zoo serve of the folder
+    prompts it as it was trained) and tokenizer.json; loading it unpickles nothing.
 
     Args:
         model: a `.ckpt` file written by `zoo fit`, a Hugging Face directory, or a hub name.
@@ -19,16 +20,19 @@ def quantize(model: str, out: str, scheme: Scheme = "int8-weight", device: str =
         scheme: "int8-weight" or "int8-dynamic" (CPU or CUDA); "int4-weight" or "float8" (CUDA only).
         device: where to quantize ("cpu", "cuda").
     """
-    from zoo.checkpoint import load_model
+    from zoo.checkpoint import is_checkpoint, load_model, model_from_read, read_checkpoint
     from zoo.compress.quantize import check_scheme, plain_state, quantizable_linears
     from zoo.compress.quantize import quantize as quantize_model
     from zoo.compress.quantize import save_quantized
+    from zoo.serve.chat import saved_template
 
     check_scheme(scheme, device)
-    net, tokenizer = load_model(model)
+    ckpt = read_checkpoint(model) if is_checkpoint(model) else None  # read once: the model and its chat template
+    net, tokenizer = model_from_read(ckpt, model) if ckpt is not None else load_model(model)
+    chat_template = saved_template(model, ckpt)
     before = sum(t.numel() * t.element_size() for t in plain_state(net).values())
     quantize_model(net.to(device), scheme)
-    folder = save_quantized(net, out, scheme, tokenizer)
+    folder = save_quantized(net, out, scheme, tokenizer, chat_template)
     after = (folder / "model.safetensors").stat().st_size
     print(f"{scheme}: {len(quantizable_linears(net))} linear layers quantized; "
           f"{before / 2**20:.2f} MiB of weights -> {after / 2**20:.2f} MiB in {folder}")

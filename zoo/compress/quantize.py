@@ -14,9 +14,10 @@ head + loss (`zoo.blocks.loss`) multiplies by the head's weight directly.
 
 Saved quantized models are a folder: `model.safetensors` holds plain tensors only, a quantized
 weight as its components (`<name>.__qdata`, `<name>.__scale`, ...: torchao's `__tensor_flatten__`),
-and `zoo.json` the family, config and scheme. Loading rebuilds the model, quantizes it with the same
-scheme (so torchao makes the tensor subclasses with their non-tensor metadata) and puts the saved
-components in: nothing is unpickled.
+and `zoo.json` the family, config and scheme, and an instruction-tuned model's chat template (under
+"chat_template", as `ChatTemplate.to_meta` writes it, so that `zoo serve` of the folder prompts it as it
+was trained). Loading rebuilds the model, quantizes it with the same scheme (so torchao makes the tensor
+subclasses with their non-tensor metadata) and puts the saved components in: nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -118,8 +119,11 @@ def plain_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-def save_quantized(model: nn.Module, out: str | os.PathLike, scheme: str, tokenizer=None) -> Path:
-    """Write a quantized zoo model to folder `out` (model.safetensors + zoo.json [+ tokenizer.json])."""
+def save_quantized(model: nn.Module, out: str | os.PathLike, scheme: str, tokenizer=None,
+                   chat_template: Optional[dict[str, Any] | str] = None) -> Path:
+    """Write a quantized zoo model to folder `out` (model.safetensors + zoo.json [+ tokenizer.json]);
+    `chat_template` (the source's, as `zoo.data.chat_template.ChatTemplate.to_meta` writes it) goes into
+    zoo.json, where `zoo.serve.chat` reads it back."""
     from safetensors.torch import save_file
 
     from zoo.families import family_of
@@ -128,15 +132,26 @@ def save_quantized(model: nn.Module, out: str | os.PathLike, scheme: str, tokeni
     out.mkdir(parents=True, exist_ok=True)
     save_file(plain_state(model), str(out / "model.safetensors"))
     meta = {"format": FORMAT, "family": family_of(model).name, "config": asdict(model.config), "scheme": scheme}
+    if chat_template:
+        meta["chat_template"] = chat_template
     (out / "zoo.json").write_text(json.dumps(meta, indent=1))
     if tokenizer is not None:
         tokenizer.save(str(out / "tokenizer.json"))
     return out
 
 
-def is_quantized_dir(path: str | os.PathLike) -> bool:
+def saved_meta(path: str | os.PathLike) -> Optional[dict[str, Any]]:
+    """The zoo.json of a folder `save_quantized` wrote (family, config, scheme, chat template);
+    None for anything else (a `.ckpt`, an HF directory, a hub name)."""
     p = Path(path) / "zoo.json"
-    return p.is_file() and json.loads(p.read_text()).get("format") == FORMAT
+    if not p.is_file():
+        return None
+    meta = json.loads(p.read_text())
+    return meta if isinstance(meta, dict) and meta.get("format") == FORMAT else None
+
+
+def is_quantized_dir(path: str | os.PathLike) -> bool:
+    return saved_meta(path) is not None
 
 
 def load_quantized(path: str | os.PathLike, device: str = "cpu") -> tuple[nn.Module, Any]:
@@ -190,7 +205,8 @@ def maybe_quantize(model: nn.Module, scheme: Optional[str]) -> nn.Module:
 
 def saved_scheme(path: str | os.PathLike) -> Optional[str]:
     """The scheme of a folder `save_quantized` wrote; None for anything else (a `.ckpt`, an HF directory)."""
-    return json.loads((Path(path) / "zoo.json").read_text())["scheme"] if is_quantized_dir(path) else None
+    meta = saved_meta(path)
+    return meta["scheme"] if meta is not None else None
 
 
 def check_quantize_option(scheme: Optional[str], device: str | torch.device = "cpu",

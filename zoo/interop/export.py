@@ -5,7 +5,9 @@ directory. A fine-tuned classifier's checkpoint also carries the head (`classifi
 state dict) and the label names (`checkpoint["zoo"]["labels"]`): it exports as the family's
 `...ForSequenceClassification` (HF) or a classifier graph (ONNX). An instruction-tuned model's
 checkpoint carries its chat template (`checkpoint["zoo"]["chat_template"]`), written into the
-export's `tokenizer_config.json` so that `apply_chat_template` renders what the model was trained on.
+export's `tokenizer_config.json` so that `apply_chat_template` renders what the model was trained on;
+its stop strings that are single tokens (`<|end|>` for the default template) join the eos ids of
+`generation_config.json`, so that `model.generate` ends at the end of the answer.
 """
 
 from __future__ import annotations
@@ -25,34 +27,32 @@ DType = Literal["float32", "bfloat16", "float16"]
 
 @dataclass
 class Source:
-    """What an export reads: the model, its tokenizer, a classifier head and a chat template (if any)."""
+    """What an export reads: the model, its tokenizer, a classifier head and a chat template (if any:
+    its Jinja source and the strings that end an answer)."""
 
     model: nn.Module
     tokenizer: Any
     head: Optional[ClassifierHead] = None
     chat_template: Optional[str] = None
+    chat_stop: tuple[str, ...] = ()
 
 
 def load_source(path: str) -> Source:
     """A `zoo fit` checkpoint, a sharded checkpoint folder, or a Hugging Face directory / hub name."""
     from zoo.checkpoint import is_checkpoint, load_model, model_from_read, read_checkpoint
+    from zoo.serve.chat import ChatTemplate
 
-    p = Path(path)
-    if not is_checkpoint(path):
-        from zoo.data.chat_template import ChatTemplate
-
-        model, tokenizer = load_model(path)
-        found = ChatTemplate.from_tokenizer_config(p) if p.is_dir() else None
-        return Source(model, tokenizer, chat_template=found.source if found is not None else None)
-    ckpt = read_checkpoint(path)
-    model, tokenizer = model_from_read(ckpt, path)
-    state, meta = ckpt["state_dict"], ckpt["zoo"]
+    ckpt = read_checkpoint(path) if is_checkpoint(path) else None
+    model, tokenizer = model_from_read(ckpt, path) if ckpt is not None else load_model(path)
     head = None
-    if "classifier.1.weight" in state:
+    if ckpt is not None and "classifier.1.weight" in ckpt["state_dict"]:
+        state = ckpt["state_dict"]
         head = ClassifierHead(state["classifier.1.weight"], state.get("classifier.1.bias"),
-                              [str(x) for x in meta.get("labels") or []])
-    template = meta.get("chat_template")  # what InstructionTuning saved: {"source", "bos_token", ...}
-    return Source(model, tokenizer, head, template.get("source") if isinstance(template, dict) else template)
+                              [str(x) for x in ckpt["zoo"].get("labels") or []])
+    chat = ChatTemplate.for_model(path, ckpt)  # what InstructionTuning saved, or tokenizer_config.json's
+    if chat.is_default:
+        return Source(model, tokenizer, head)
+    return Source(model, tokenizer, head, chat.template.source, chat.stop)
 
 
 def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32", max_shard_size: int = 5 * 1024**3,
@@ -91,7 +91,8 @@ def export(model: str, out: str, format: Format = "hf", dtype: DType = "float32"
         from zoo.interop.hf import check_dtype, to_hf
 
         written = to_hf(source.model, out, dtype=check_dtype(dtype), tokenizer=source.tokenizer, head=source.head,
-                        max_shard_size=max_shard_size, chat_template=source.chat_template)
+                        max_shard_size=max_shard_size, chat_template=source.chat_template,
+                        chat_stop=source.chat_stop)
         files = sorted(f.name for f in Path(written).iterdir())
         return _say(f"wrote {', '.join(files)} to {out}; load with transformers' AutoModel/AutoTokenizer .from_pretrained")
     if format == "onnx":

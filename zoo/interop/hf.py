@@ -3,7 +3,8 @@
 - `config.json` and `model.safetensors` (or shards `model-0000i-of-0000n.safetensors` with
   `model.safetensors.index.json` above `max_shard_size` bytes), from the family's converter
   `zoo.hf.<family>.export(model) -> (hf_config, hf_state_dict)`, the inverse of its importer;
-- `generation_config.json` for generators (GPT, T5, BART): special ids, greedy by default;
+- `generation_config.json` for generators (GPT, T5, BART): special ids, greedy by default; a chat
+  template's stop strings that are single tokens (`<|end|>`) are eos ids too, after the tokenizer's;
 - `tokenizer.json` (the zoo tokenizer as it is) and `tokenizer_config.json` (the generic fast
   tokenizer class, so that transformers keeps our pipeline instead of rebuilding a model-specific one;
   the special tokens by role; the chat template when there is one),
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
@@ -113,17 +114,34 @@ def _plain(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torc
     return out
 
 
-def _generation_config(family, cfg: dict, ids: dict) -> dict:
+def _generation_config(family, cfg: dict, ids: dict, stop_ids: Sequence[int] = ()) -> dict:
     gen = {k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id",
                                "forced_eos_token_id") if cfg.get(k) is not None}
-    return {**{k: v for k, v in ids.items() if k not in gen}, **gen, "do_sample": False}
+    gen = {**{k: v for k, v in ids.items() if k not in gen}, **gen, "do_sample": False}
+    eos = gen.get("eos_token_id")
+    eos = [] if eos is None else list(eos) if isinstance(eos, list) else [eos]
+    extra = [i for i in dict.fromkeys(stop_ids) if i not in eos]
+    if extra:  # generate() stops at any id of a list; the model's own eos stays first (pad falls back to it)
+        gen["eos_token_id"] = [*eos, *extra]
+    return gen
+
+
+def stop_token_ids(tokenizer, stop: Sequence[str]) -> list[int]:
+    """The ids of the stop strings that are one token of `tokenizer` (a chat template's end-of-turn
+    marker, added as a special token); longer stop strings have no single id to stop at."""
+    if tokenizer is None:
+        return []
+    found = (tokenizer.token_to_id(s) for s in stop if s)
+    return [i for i in found if i is not None]
 
 
 def to_hf(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | str = torch.float32, tokenizer=None,
           head: Optional[ClassifierHead] = None, max_shard_size: int = DEFAULT_SHARD_SIZE,
-          chat_template: Optional[str] = None) -> Path:
+          chat_template: Optional[str] = None, chat_stop: Sequence[str] = ()) -> Path:
     """Write `model` (with its `tokenizer`, a `tokenizers.Tokenizer`; default `model.tokenizer` when set)
     as a Hugging Face checkpoint directory `path`; with `head`, as the family's sequence classifier.
+    `chat_template` (Jinja) goes to tokenizer_config.json, and those of `chat_stop` (the strings that end
+    its answers) that are single tokens to generation_config.json's eos ids.
     Returns the directory. A configuration Hugging Face cannot express raises a one-line ZooError."""
     from zoo.families import Capability, family_of
 
@@ -147,7 +165,7 @@ def to_hf(model: nn.Module, path: str | os.PathLike, dtype: torch.dtype | str = 
     (directory / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
     files.append("config.json")
     if head is None and (family.can(Capability.CAUSAL_LM) or family.can(Capability.SEQ2SEQ)):
-        gen = _generation_config(family, cfg, ids)
+        gen = _generation_config(family, cfg, ids, stop_token_ids(tokenizer, chat_stop))
         (directory / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
     if tokenizer is not None:
         c = model.config
