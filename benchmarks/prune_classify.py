@@ -175,7 +175,7 @@ def markdown(result: dict) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", nargs="+", default=["gpt", "bert"], choices=["gpt", "bert"])
+    p.add_argument("--families", nargs="+", default=["gpt", "bert"], choices=["gpt", "bert", "t5", "bart"])
     p.add_argument("--pretrain-steps", type=int, default=1000)
     p.add_argument("--steps", type=int, default=300, help="full fine-tuning steps")
     p.add_argument("--lr", type=float, default=5e-4)
