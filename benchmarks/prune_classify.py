@@ -34,7 +34,6 @@ import functools
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -44,6 +43,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
+
+from benchmarks.compress import median_s  # noqa: E402  (the repository root is on sys.path above)
 
 
 def data_module(family: str, base: Path, cache: str):
@@ -90,13 +91,7 @@ def forward_s(task, dm, runs: int) -> float:
         for b in batches:
             task.classifier(task.features(b))
 
-    once()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        once()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return median_s(once, runs, warmup=1)
 
 
 def taylor(task, dm, n_batches: int) -> dict:
